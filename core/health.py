@@ -1,0 +1,115 @@
+"""Cloud health: a verdict per cloud from recent API errors, boot failures and boot latency, and a
+backoff state machine (ok -> backoff -> probing -> ok, or back to a longer backoff).
+
+A cloud that fails or slows down is backed off: no launches there, and what it held in reserve is
+rebuilt elsewhere. When its backoff ends one probe VM is launched; a good boot brings it back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from core.config import CloudConfig, Config, HealthConfig
+from core.snapshot import CloudObservation, Snapshot, VmState
+
+OK, BACKOFF, PROBING = "ok", "backoff", "probing"
+GOOD, FAILING, SLOW = "good", "failing", "slow"
+
+
+@dataclass(frozen=True)
+class CloudHealth:
+    """The policy's memory of one cloud between passes."""
+
+    status: str = OK
+    since: float = float("-inf")  # when the status last changed; evidence before it is old news
+    backoff_s: float = 0.0
+    until: float = float("-inf")  # end of the current backoff
+    probe_sent: bool = False
+    verdict: str = GOOD
+
+
+@dataclass(frozen=True)
+class HealthChange:
+    """A note for the event log: the policy's view of a cloud changed."""
+
+    cloud: str
+    status: str
+    verdict: str
+    backoff_s: float
+
+
+def judge_cloud(obs: CloudObservation, cloud: CloudConfig, booting_ages: list[float], *, now: float,
+                since: float, cfg: HealthConfig, strict: bool = False) -> tuple[str, int]:
+    """(GOOD, FAILING or SLOW, good boots seen) from the evidence newer than the window and `since`.
+
+    `strict` (while probing) makes a single failed call or boot a failure.
+    """
+    start = max(now - cfg.window_s, since)
+    calls = errors = boot_failures = slow = fast = 0
+    limit = cfg.slow_factor * cloud.expected_boot_s
+    for s in obs.samples:
+        if s.at < start:
+            continue
+        if s.kind == "api":
+            calls += 1
+            errors += not s.ok
+        elif not s.ok:
+            boot_failures += 1
+        elif s.duration_s > limit:
+            slow += 1
+        else:
+            fast += 1
+    if strict and (errors or boot_failures):
+        return FAILING, fast
+    if calls >= cfg.min_calls and errors / calls > cfg.max_error_rate:
+        return FAILING, fast
+    if boot_failures > cfg.max_boot_failures or (boot_failures and boot_failures > fast):
+        return FAILING, fast
+    slow += sum(1 for age in booting_ages if age > limit)
+    if slow and slow >= fast:
+        return SLOW, fast
+    return GOOD, fast
+
+
+def update_health(snapshot: Snapshot, config: Config, memory: dict[str, CloudHealth]
+                  ) -> tuple[dict[str, CloudHealth], list[HealthChange]]:
+    """Advance each cloud's backoff state machine by one pass."""
+    now, cfg = snapshot.now, config.policy.health
+    booting: dict[str, list[float]] = {}
+    for vm in snapshot.vms:
+        if vm.state in (VmState.BOOTING, VmState.REQUESTED):
+            booting.setdefault(vm.cloud, []).append(now - vm.created_at)
+    out: dict[str, CloudHealth] = {}
+    changes: list[HealthChange] = []
+    for cloud in config.clouds:
+        h = memory.get(cloud.name, CloudHealth())
+        verdict, good_boots = judge_cloud(snapshot.observation(cloud.name), cloud,
+                                          booting.get(cloud.name, []), now=now, since=h.since, cfg=cfg,
+                                          strict=h.status == PROBING)
+        new = _step(h, verdict, good_boots, now, cfg)
+        if new.status != h.status:
+            changes.append(HealthChange(cloud.name, new.status, verdict, new.backoff_s))
+        out[cloud.name] = new
+    return out, changes
+
+
+def _step(h: CloudHealth, verdict: str, good_boots: int, now: float, cfg: HealthConfig) -> CloudHealth:
+    if h.status == OK:
+        if verdict == GOOD:
+            return replace(h, verdict=verdict) if h.verdict != verdict else h
+        return CloudHealth(BACKOFF, now, cfg.backoff_initial_s, now + cfg.backoff_initial_s, False, verdict)
+    if h.status == BACKOFF:
+        if now >= h.until:
+            return CloudHealth(PROBING, now, h.backoff_s, h.until, False, verdict)
+        return h
+    # PROBING: only evidence since the probe began counts (judge_cloud was given `since`).
+    if verdict != GOOD:
+        backoff = min(cfg.backoff_max_s, h.backoff_s * cfg.backoff_growth)
+        return CloudHealth(BACKOFF, now, backoff, now + backoff, False, verdict)
+    if good_boots:
+        return CloudHealth(OK, now, 0.0, float("-inf"), False, GOOD)
+    return h
+
+
+def usable(h: CloudHealth) -> bool:
+    """May ordinary launches go to this cloud?"""
+    return h.status == OK

@@ -1,0 +1,110 @@
+"""One policy pass: `decide(snapshot, config, memory) -> Decision`.
+
+The twin and the live VMM call this and nothing else of the policy. Each step is its own function
+(health, reclaim, maintenance, allocation, sizing, placement); this module only composes them and
+carries memory from one pass to the next explicitly.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from core.actions import Action, Assign, Drain, Launch, Terminate, Warn
+from core.allocation import assign_requests
+from core.config import Config
+from core.health import PROBING, CloudHealth, HealthChange, update_health, usable
+from core.maintenance import clouds_going_down, plan_maintenance
+from core.placement import place_launches
+from core.reclaim import select_reclaims
+from core.sizing import PoolNeed, size_pools
+from core.snapshot import LIVE_STATES, Snapshot
+
+
+@dataclass(frozen=True)
+class PolicyMemory:
+    """State the policy carries between passes (the shell stores it, the policy owns it)."""
+
+    clouds: Mapping[str, CloudHealth] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one pass decided: actions to apply, memory for the next pass, notes for the log."""
+
+    actions: tuple[Action, ...]
+    memory: PolicyMemory
+    health_changes: tuple[HealthChange, ...] = ()
+    needs: tuple[PoolNeed, ...] = ()
+
+
+def decide(snapshot: Snapshot, config: Config, memory: PolicyMemory | None = None, *,
+           targets: Mapping[str, int] | None = None,
+           locations: Mapping[str, tuple[tuple[str, float], ...]] | None = None) -> Decision:
+    """Decide one pass.
+
+    `targets` overrides each pool's reserve (the predictive sizer passes its forecast here);
+    `locations` overrides where each pool's demand comes from (for placement near users).
+    """
+    memory = memory or PolicyMemory()
+    now = snapshot.now
+    health, changes = update_health(snapshot, config, dict(memory.clouds))
+    going_down = clouds_going_down(config, now)
+    healthy = {c.name for c in config.clouds if usable(health[c.name]) and c.name not in going_down}
+
+    actions: list[Action] = []
+    actions += select_reclaims(snapshot, config)
+    actions += [a for a in plan_maintenance(snapshot, config, going_down)
+                if not (isinstance(a, Terminate) and _already(a, actions))]
+    removed = {a.vm for a in actions if isinstance(a, Terminate)}
+
+    assigns = assign_requests(snapshot, config, removed, going_down)
+    actions += assigns
+    assigned = {a.vm for a in assigns}
+    served = {a.request for a in assigns}
+
+    discounted = set(going_down) | {c for c, h in health.items() if not usable(h)}
+    needs = size_pools(snapshot, config, removed=removed, assigned=assigned, served=served,
+                       discounted_clouds=discounted, targets=targets)
+    headroom = _headroom(snapshot, config, removed)
+    pools = {p.name: p for p in config.pools}
+    for need in needs:
+        pool = pools[need.pool]
+        locs = locations.get(need.pool) if locations else None
+        for cloud in place_launches(pool, need.launch, config, healthy, headroom, locs):
+            actions.append(Launch(pool=need.pool, cloud=cloud, reason="reserve"))
+        actions += [Terminate(vm=v, reason="surplus") for v in need.surplus]
+
+    health = _send_probes(health, config, going_down, headroom, actions)
+    return Decision(tuple(actions), PolicyMemory(health), tuple(changes), tuple(needs))
+
+
+def _already(t: Terminate, actions: list[Action]) -> bool:
+    return any(isinstance(a, Terminate) and a.vm == t.vm for a in actions)
+
+
+def _headroom(snapshot: Snapshot, config: Config, removed: set[str]) -> dict[str, int]:
+    used: dict[str, int] = {}
+    for vm in snapshot.vms:
+        if vm.state in LIVE_STATES and vm.id not in removed:
+            used[vm.cloud] = used.get(vm.cloud, 0) + 1
+    return {c.name: c.quota - used.get(c.name, 0) for c in config.clouds}
+
+
+def _send_probes(health: dict[str, CloudHealth], config: Config, going_down: Mapping[str, float],
+                 headroom: dict[str, int], actions: list[Action]) -> dict[str, CloudHealth]:
+    """One probe launch for each cloud whose backoff just ended."""
+    out = dict(health)
+    for cloud in config.clouds:
+        h = health[cloud.name]
+        if h.status != PROBING or h.probe_sent or cloud.name in going_down or headroom[cloud.name] <= 0:
+            continue
+        pool = next((p for p in config.pools if not p.clouds or cloud.name in p.clouds), None)
+        if pool is None:
+            continue
+        actions.append(Launch(pool=pool.name, cloud=cloud.name, reason="probe", probe=True))
+        headroom[cloud.name] -= 1
+        out[cloud.name] = replace(h, probe_sent=True)
+    return out
+
+
+__all__ = ["Decision", "PolicyMemory", "decide", "Assign", "Drain", "Launch", "Terminate", "Warn"]

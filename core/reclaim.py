@@ -1,0 +1,53 @@
+"""Reclaiming VMs: warn the owner of an inactive VM, reclaim it after a grace period; cap a VM's
+life; recycle ready VMs that waited too long; give up boots that never finish.
+
+The arbiter (`reclaim_verdict`) is a pure function of one VM, like jupyterhub-idle-culler's.
+"""
+from __future__ import annotations
+
+from core.actions import Terminate, Warn
+from core.activity import last_activity
+from core.config import Config, PolicyConfig, PoolConfig
+from core.snapshot import Snapshot, Vm, VmState
+
+
+def reclaim_verdict(vm: Vm, pool: PoolConfig, policy: PolicyConfig, now: float
+                    ) -> Warn | Terminate | None:
+    """For an allocated VM: warn, reclaim, or leave it be."""
+    life = now - (vm.allocated_at if vm.allocated_at is not None else vm.created_at)
+    if life >= pool.max_age_s:
+        return Terminate(vm=vm.id, reason="max_age")
+    active = last_activity(vm, now, policy)
+    # A warning is void once the VM has been used since it was given.
+    warned = vm.warned_at is not None and vm.warned_at >= active
+    if now - active >= pool.idle_timeout_s:
+        if not warned:
+            return Warn(vm=vm.id, reason="idle", reclaim_at=now + pool.grace_s)
+        if now >= vm.warned_at + pool.grace_s:
+            return Terminate(vm=vm.id, reason="idle")
+        return None
+    if life >= pool.max_age_s - pool.grace_s and vm.warned_at is None:
+        return Warn(vm=vm.id, reason="max_age",
+                    reclaim_at=now + pool.max_age_s - life)
+    return None
+
+
+def select_reclaims(snapshot: Snapshot, config: Config) -> list[Warn | Terminate]:
+    """Warnings and reclaims for allocated VMs; recycles of stale ready VMs; stuck boots."""
+    now, policy = snapshot.now, config.policy
+    pools = {p.name: p for p in config.pools}
+    out: list[Warn | Terminate] = []
+    for vm in snapshot.vms:
+        pool = pools.get(vm.pool)
+        if pool is None:
+            continue
+        if vm.state == VmState.ALLOCATED:
+            verdict = reclaim_verdict(vm, pool, policy, now)
+            if verdict is not None:
+                out.append(verdict)
+        elif vm.state == VmState.READY:
+            if vm.ready_at is not None and now - vm.ready_at >= pool.max_ready_age_s:
+                out.append(Terminate(vm=vm.id, reason="recycle"))
+        elif vm.state in (VmState.BOOTING, VmState.REQUESTED) and now - vm.created_at >= policy.boot_timeout_s:
+            out.append(Terminate(vm=vm.id, reason="boot_timeout"))
+    return out

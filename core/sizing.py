@@ -1,0 +1,60 @@
+"""Reserve sizing: how many VMs each pool should launch (or trim) in this pass."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from core.config import Config
+from core.snapshot import LIVE_STATES, Snapshot, VmState
+
+
+@dataclass(frozen=True)
+class PoolNeed:
+    """One pool's deficit after this pass's assignments, and the ready VMs it could spare."""
+
+    pool: str
+    target: int  # ready VMs wanted: the reserve plus requests still waiting
+    available: int  # ready VMs that count plus boots that should finish
+    launch: int  # how many to launch (bounded by max_total)
+    surplus: tuple[str, ...] = ()  # ready VMs beyond the target, oldest first
+
+
+def size_pools(snapshot: Snapshot, config: Config, *, removed: set[str], assigned: set[str],
+               served: set[str], discounted_clouds: set[str],
+               targets: Mapping[str, int] | None = None, min_surplus_age_s: float = 600.0
+               ) -> list[PoolNeed]:
+    """Per pool: reserve target (min_ready, or a forecast's target) plus unserved requests, less what
+    is ready or booting; never above `max_total`.
+
+    `removed` VMs (terminated this pass) and `assigned` ones no longer count as ready. VMs on
+    `discounted_clouds` (backed off or going down) do not count as the reserve: it is rebuilt
+    elsewhere. Booting VMs count, so a pass during a boot does not launch again (no overshoot).
+    """
+    now = snapshot.now
+    waiting: dict[str, int] = {}
+    for r in snapshot.requests:
+        if r.id not in served:
+            waiting[r.pool] = waiting.get(r.pool, 0) + 1
+    live: dict[str, int] = {}
+    available: dict[str, int] = {}
+    spare: dict[str, list[tuple[float, str]]] = {}
+    for vm in snapshot.vms:
+        if vm.state not in LIVE_STATES or vm.id in removed:
+            continue
+        live[vm.pool] = live.get(vm.pool, 0) + 1
+        if vm.id in assigned or vm.state == VmState.ALLOCATED or vm.cloud in discounted_clouds:
+            continue
+        available[vm.pool] = available.get(vm.pool, 0) + 1
+        if vm.state == VmState.READY and vm.ready_at is not None and now - vm.ready_at >= min_surplus_age_s:
+            spare.setdefault(vm.pool, []).append((vm.ready_at, vm.id))
+    out = []
+    for pool in config.pools:
+        reserve = pool.min_ready if targets is None else targets.get(pool.name, pool.min_ready)
+        target = reserve + waiting.get(pool.name, 0)
+        have = available.get(pool.name, 0)
+        room = max(0, pool.max_total - live.get(pool.name, 0))
+        launch = min(max(0, target - have), room)
+        extra = max(0, have - target)
+        surplus = tuple(vid for _, vid in sorted(spare.get(pool.name, []))[:extra])
+        out.append(PoolNeed(pool.name, target, have, launch, surplus))
+    return out
