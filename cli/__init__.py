@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-AREAS = ("cli.twin", "cli.live", "cli.dms", "cli.pki", "cli.demo")
+AREAS = ("cli.twin", "cli.live", "cli.dms", "cli.pki", "cli.report", "cli.demo")
 
 
 class UsageError(Exception):

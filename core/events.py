@@ -15,7 +15,7 @@ REQUEST = "request"  # a user asks for a VM: {location}
 ASSIGN = "assign"  # a ready VM is given to a user: {wait_s, request}
 RELEASE = "release"  # the user gives the VM back
 ABANDON = "abandon"  # twin ground truth: the user walked away without releasing: {busy}
-LAUNCH = "launch"  # a VM is asked of a cloud: {reason, probe}
+LAUNCH = "launch"  # a VM is asked of a cloud: {reason, probe, cost_per_hour, region}
 LAUNCH_FAILED = "launch_failed"  # the cloud refused: {error, quota}
 READY = "ready"  # a VM finished booting: {boot_s}
 BOOT_FAILED = "boot_failed"  # a VM failed to boot or timed out: {reason}
@@ -27,15 +27,17 @@ API_ERROR = "api_error"  # a cloud call failed: {call, error}
 CLOUD_STATUS = "cloud_status"  # the policy changed its view of a cloud: {status, verdict, backoff_s}
 CLOUD_DOWN = "cloud_down"  # twin: an outage or slow period began: {mode}
 CLOUD_UP = "cloud_up"  # twin: it ended
-MAINTENANCE_START = "maintenance_start"
+MAINTENANCE_START = "maintenance_start"  # a cloud's planned window began: {end}
 MAINTENANCE_END = "maintenance_end"
-LOAD = "load"  # periodic sample: {ready, booting, allocated} for a pool on a cloud
+RUN = "run"  # first event of a log: {scenario, seed, start, end, clouds: {name: {cost_per_hour, region}},
+#              pools: [...], time_base: "sim" | "unix"}
+LOAD = "load"  # periodic sample: {ready, booting, allocated, abandoned} for a pool on a cloud
 POLICY = "policy"  # a policy note (e.g. forecast fallback): {message, ...}
 
 KINDS = frozenset({
     REQUEST, ASSIGN, RELEASE, ABANDON, LAUNCH, LAUNCH_FAILED, READY, BOOT_FAILED, WARN, DRAIN,
     TERMINATE, GONE, API_ERROR, CLOUD_STATUS, CLOUD_DOWN, CLOUD_UP, MAINTENANCE_START,
-    MAINTENANCE_END, LOAD, POLICY,
+    MAINTENANCE_END, LOAD, POLICY, RUN,
 })
 
 
