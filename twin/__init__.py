@@ -1,0 +1,1 @@
+"""The digital twin: a SimPy model of demand and clouds that runs the very same policy as live."""
