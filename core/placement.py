@@ -43,6 +43,8 @@ def place_launches(pool: PoolConfig, count: int, config: Config, allowed: set[st
     Clouds of equal priority share launches (the one with the most headroom left goes next), so the
     load of a backed-off cloud spreads over the others instead of piling on one.
     """
+    if count <= 0:
+        return []
     ranked = rank_clouds(pool, config, allowed, locations)
     out: list[str] = []
     for _ in range(count):

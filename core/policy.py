@@ -78,6 +78,16 @@ def decide(snapshot: Snapshot, config: Config, memory: PolicyMemory | None = Non
     return Decision(tuple(actions), PolicyMemory(health), tuple(changes), tuple(needs))
 
 
+def launchable_clouds(config: Config, memory: PolicyMemory, now: float) -> set[str]:
+    """Clouds that may take a launch now: healthy in the policy's view and not going down.
+
+    The shell uses this to fail a refused launch over to the next cloud within the same pass.
+    """
+    going_down = clouds_going_down(config, now)
+    return {c.name for c in config.clouds
+            if usable(memory.clouds.get(c.name, CloudHealth())) and c.name not in going_down}
+
+
 def _already(t: Terminate, actions: list[Action]) -> bool:
     return any(isinstance(a, Terminate) and a.vm == t.vm for a in actions)
 
@@ -107,4 +117,4 @@ def _send_probes(health: dict[str, CloudHealth], config: Config, going_down: Map
     return out
 
 
-__all__ = ["Decision", "PolicyMemory", "decide", "Assign", "Drain", "Launch", "Terminate", "Warn"]
+__all__ = ["Decision", "PolicyMemory", "decide", "launchable_clouds", "Assign", "Drain", "Launch", "Terminate", "Warn"]

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from core.config import Config
 from core.snapshot import LIVE_STATES, Snapshot, VmState
 
+SURPLUS_AGE_S = 600.0  # a ready VM is trimmed as surplus only after this long, so reserves don't flap
+
 
 @dataclass(frozen=True)
 class PoolNeed:
@@ -21,7 +23,7 @@ class PoolNeed:
 
 def size_pools(snapshot: Snapshot, config: Config, *, removed: set[str], assigned: set[str],
                served: set[str], discounted_clouds: set[str],
-               targets: Mapping[str, int] | None = None, min_surplus_age_s: float = 600.0
+               targets: Mapping[str, int] | None = None, min_surplus_age_s: float = SURPLUS_AGE_S
                ) -> list[PoolNeed]:
     """Per pool: reserve target (min_ready, or a forecast's target) plus unserved requests, less what
     is ready or booting; never above `max_total`.

@@ -1,0 +1,394 @@
+"""The twin: demand, simulated clouds and a controller that runs the real policy, on SimPy.
+
+The controller is the twin's shell around `core.policy.decide`: it keeps the VMs' records, builds
+a `Snapshot`, calls the policy, applies its actions through the `SimCloud` adapters and writes every
+event in the shared schema. It runs every `policy.period_s` and, coalesced, on events (a request, a
+boot finished or failed, a VM lost, a release).
+"""
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import simpy
+
+from core import events as ev
+from core.actions import Assign, Drain, Launch, Terminate, Warn
+from core.config import Config
+from core.events import Event
+from core.placement import rank_clouds
+from core.policy import Decision, PolicyMemory, decide, launchable_clouds
+from core.ports import POOL_TAG, VM_TAG, CloudError
+from core.schedule import next_wakeup
+from core.snapshot import CloudObservation, HealthSample, Request, Snapshot, Vm, VmState
+from twin.cloud import SimCloud
+from twin.demand import Arrival, arrivals
+from twin.scenario import Scenario
+
+BUSY_CPU = 95.0
+IDLE_CPU = 1.0
+
+
+class _VmRec:
+    """The controller's mutable record of one VM; `vm` caches its frozen policy view."""
+
+    __slots__ = ("id", "cloud_id", "pool", "cloud", "state", "created_at", "ready_at", "owner", "request",
+                 "allocated_at", "last_input_at", "last_busy_at", "cpu", "warned_at", "drained", "present",
+                 "session_gen", "arrival", "_vm")
+
+    def __init__(self, vm_id: str, pool: str, cloud: str, now: float):
+        self.id, self.pool, self.cloud = vm_id, pool, cloud
+        self.cloud_id: str | None = None
+        self.state = VmState.BOOTING
+        self.created_at = now
+        self.ready_at = self.owner = self.request = self.allocated_at = None
+        self.last_input_at = self.last_busy_at = self.warned_at = None
+        self.cpu = IDLE_CPU
+        self.drained = False
+        self.present = False  # the user is at the keyboard
+        self.session_gen = 0  # invalidates scheduled session steps of a previous owner
+        self.arrival: Arrival | None = None
+        self._vm: Vm | None = None
+
+    def touch(self) -> None:
+        self._vm = None
+
+    @property
+    def vm(self) -> Vm:
+        if self._vm is None:
+            self._vm = Vm(id=self.id, pool=self.pool, cloud=self.cloud, state=self.state,
+                          created_at=self.created_at, ready_at=self.ready_at, owner=self.owner,
+                          allocated_at=self.allocated_at, last_input_at=self.last_input_at,
+                          last_busy_at=self.last_busy_at, cpu_percent=self.cpu, warned_at=self.warned_at,
+                          drained=self.drained)
+        return self._vm
+
+
+@dataclass(frozen=True)
+class _Pending:
+    request: Request
+    arrival: Arrival
+
+
+class Twin:
+    """One scenario's world: build with `build_twin`, then `run()`."""
+
+    def __init__(self, scenario: Scenario, *, config: Config | None = None,
+                 sizer: Callable[[Snapshot], dict[str, int] | None] | None = None,
+                 progress: Callable[[float], None] | None = None, skip_idle_passes: bool = True):
+        self.scenario = scenario
+        self.config = config or scenario.config
+        self.env = simpy.Environment()
+        self.events: list[Event] = []
+        self._sizer = sizer
+        self._progress = progress
+        master = random.Random(scenario.seed)
+        self._demand_seeds = {p.name: master.getrandbits(64) for p in self.config.pools}
+        self.clouds: dict[str, SimCloud] = {}
+        for spec in scenario.clouds:
+            rng = random.Random(master.getrandbits(64))
+            self.clouds[spec.name] = SimCloud(self.env, spec, rng, listener=self._listener(spec.name))
+        self._costs = {c.name: c.cost_per_vm_hour for c in self.config.clouds}
+        self._regions = {c.name: c.region for c in self.config.clouds}
+        self._vms: dict[str, _VmRec] = {}
+        self._by_cloud_id: dict[str, _VmRec] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._samples: dict[str, deque[HealthSample]] = {c: deque() for c in self.clouds}
+        self._memory = PolicyMemory()
+        self._pass_scheduled = False
+        self._skip = skip_idle_passes
+        self._next_due = 0.0
+        self._ids = 0
+        self.passes = 0
+
+    # ---- running -------------------------------------------------------------------------------
+    def run(self) -> list[Event]:
+        """Simulate the whole scenario; return its events (also kept in `self.events`)."""
+        sc = self.scenario
+        self._emit(ev.RUN, details={
+            "scenario": sc.name, "seed": sc.seed, "start": 0.0, "end": sc.duration_s, "time_base": "sim",
+            "clouds": {c.name: {"cost_per_hour": c.cost_per_vm_hour, "region": c.region}
+                       for c in self.config.clouds},
+            "pools": [p.name for p in self.config.pools],
+            "maintenance": {c.name: [[w.start, w.end] for w in c.maintenance] for c in self.config.clouds
+                            if c.maintenance}})
+        for pool in self.config.pools:
+            spec = sc.demand[pool.name]
+            rng = random.Random(self._demand_seeds[pool.name])
+            self.env.process(self._arrive(arrivals(pool.name, spec, rng, duration_s=sc.duration_s,
+                                                   start_weekday=sc.start_weekday)))
+        for c in self.config.clouds:
+            for w in c.maintenance:
+                self._at(w.start, lambda c=c.name, w=w: self._emit(ev.MAINTENANCE_START, cloud=c,
+                                                                   details={"end": w.end}))
+                self._at(w.end, lambda c=c.name: self._emit(ev.MAINTENANCE_END, cloud=c))
+        self.env.process(self._periodic())
+        self.env.process(self._heartbeat())
+        if self._progress:
+            self.env.process(self._report_progress())
+        self.env.run(until=sc.duration_s)
+        return self.events
+
+    def _arrive(self, stream: Iterator[Arrival]) -> Iterator[simpy.Event]:
+        env = self.env
+        for a in stream:
+            yield env.timeout(a.t - env.now)
+            self._request(a)
+
+    def _periodic(self) -> Iterator[simpy.Event]:
+        # A periodic pass before the policy's next wakeup would decide nothing, so it is skipped
+        # (unless `skip_idle_passes` is off, which tests use to show the results are identical).
+        period = self.config.policy.period_s
+        while True:
+            if not self._skip or self.env.now >= self._next_due:
+                self._pass()
+            yield self.env.timeout(period)
+
+    def _heartbeat(self) -> Iterator[simpy.Event]:
+        # The VM agent reports user input periodically, as it would live.
+        beat = self.scenario.agent_heartbeat_s
+        while True:
+            yield self.env.timeout(beat)
+            now = self.env.now
+            for rec in self._vms.values():
+                if rec.present:
+                    rec.last_input_at = now
+                    rec.touch()
+
+    def _report_progress(self) -> Iterator[simpy.Event]:
+        step = max(self.scenario.duration_s / 200, 1.0)
+        while True:
+            self._progress(self.env.now)
+            yield self.env.timeout(step)
+
+    # ---- the policy pass -----------------------------------------------------------------------
+    def _poke(self) -> None:
+        """Ask for a pass at the current instant; several pokes at one instant make one pass."""
+        if not self._pass_scheduled:
+            self._pass_scheduled = True
+            self._at(self.env.now, self._pass)
+
+    def snapshot(self) -> Snapshot:
+        now = self.env.now
+        horizon = now - self.config.policy.health.window_s
+        obs = []
+        for name, samples in self._samples.items():
+            while samples and samples[0].at < horizon:
+                samples.popleft()
+            obs.append(CloudObservation(name, tuple(samples)))
+        return Snapshot(now=now, vms=tuple(r.vm for r in self._vms.values()),
+                        requests=tuple(p.request for p in self._pending.values()), clouds=tuple(obs))
+
+    def _pass(self) -> None:
+        self._pass_scheduled = False
+        self.passes += 1
+        snap = self.snapshot()
+        targets = self._sizer(snap) if self._sizer else None
+        decision = decide(snap, self.config, self._memory, targets=targets)
+        self._memory = decision.memory
+        self._apply(decision)
+        if self._skip:
+            after = self.snapshot() if decision.actions else snap
+            self._next_due = next_wakeup(after, self.config, dict(self._memory.clouds))
+
+    def _apply(self, d: Decision) -> None:
+        for change in d.health_changes:
+            self._emit(ev.CLOUD_STATUS, cloud=change.cloud, details={
+                "status": change.status, "verdict": change.verdict, "backoff_s": change.backoff_s})
+        tried: set[str] = set()
+        for a in d.actions:
+            if isinstance(a, Assign):
+                self._assign(a)
+            elif isinstance(a, Launch):
+                self._launch(a, tried)
+            elif isinstance(a, Terminate):
+                self._terminate(a.vm, a.reason)
+            elif isinstance(a, Warn):
+                self._warn(a)
+            elif isinstance(a, Drain):
+                self._drain(a)
+
+    # ---- applying actions ------------------------------------------------------------------------
+    def _launch(self, a: Launch, refused: set[str]) -> None:
+        """Launch on the chosen cloud; if it refuses, fail over to the next launchable one."""
+        order = [a.cloud]
+        if not a.probe:
+            usable = launchable_clouds(self.config, self._memory, self.env.now) - {a.cloud}
+            order += [c.name for c in rank_clouds(self.config.pool(a.pool), self.config, usable)]
+        for cloud in order:
+            if cloud in refused and cloud != a.cloud:
+                continue
+            if self._try_launch(a, cloud):
+                return
+            refused.add(cloud)
+            if a.probe:
+                return
+
+    def _try_launch(self, a: Launch, cloud: str) -> bool:
+        now = self.env.now
+        self._ids += 1
+        vm_id = f"vm{self._ids}"
+        try:
+            cloud_id = self.clouds[cloud].launch(pool=a.pool, tags={VM_TAG: vm_id, POOL_TAG: a.pool})
+        except CloudError as e:
+            self._sample(cloud, "api", False)
+            self._emit(ev.LAUNCH_FAILED, pool=a.pool, cloud=cloud, vm=vm_id,
+                       details={"error": str(e), "quota": e.quota})
+            return False
+        self._sample(cloud, "api", True)
+        rec = _VmRec(vm_id, a.pool, cloud, now)
+        rec.cloud_id = cloud_id
+        self._vms[vm_id] = rec
+        self._by_cloud_id[cloud_id] = rec
+        self._emit(ev.LAUNCH, pool=a.pool, cloud=cloud, vm=vm_id, details={
+            "reason": a.reason, "probe": a.probe, "cost_per_hour": self._costs[cloud],
+            "region": self._regions[cloud]})
+        return True
+
+    def _assign(self, a: Assign) -> None:
+        now = self.env.now
+        pending = self._pending.pop(a.request)
+        rec = self._vms[a.vm]
+        rec.state, rec.owner, rec.request, rec.allocated_at = VmState.ALLOCATED, a.user, a.request, now
+        rec.present, rec.last_input_at, rec.warned_at = True, now, None
+        rec.session_gen += 1
+        rec.arrival = pending.arrival
+        rec.touch()
+        self._emit(ev.ASSIGN, pool=rec.pool, cloud=rec.cloud, vm=rec.id, user=a.user,
+                   details={"wait_s": now - pending.request.requested_at, "request": a.request})
+        arrival, gen = pending.arrival, rec.session_gen
+        self._at(now + arrival.session_s, lambda: self._session_ends(rec, arrival, gen))
+
+    def _session_ends(self, rec: _VmRec, arrival: Arrival, gen: int) -> None:
+        if rec.session_gen != gen or rec.state != VmState.ALLOCATED:
+            return  # reclaimed, drained or lost before the user was done
+        now = self.env.now
+        if not arrival.abandons:
+            self._emit(ev.RELEASE, pool=rec.pool, cloud=rec.cloud, vm=rec.id, user=rec.owner)
+            self._terminate(rec.id, "released")
+            self._poke_if_waiting()
+            return
+        rec.present, rec.last_input_at = False, now
+        if arrival.busy_s > 0:
+            rec.cpu, rec.last_busy_at = BUSY_CPU, now
+            self._at(now + arrival.busy_s, lambda: self._computation_ends(rec, gen))
+        rec.touch()
+        self._emit(ev.ABANDON, pool=rec.pool, cloud=rec.cloud, vm=rec.id, user=rec.owner,
+                   details={"busy_s": arrival.busy_s})
+
+    def _computation_ends(self, rec: _VmRec, gen: int) -> None:
+        if rec.session_gen == gen and rec.state == VmState.ALLOCATED:
+            rec.cpu, rec.last_busy_at = IDLE_CPU, self.env.now
+            rec.touch()
+
+    def _terminate(self, vm_id: str, reason: str) -> None:
+        rec = self._vms.get(vm_id)
+        if rec is None:
+            return
+        try:
+            self.clouds[rec.cloud].terminate(vm_id=rec.cloud_id)
+        except CloudError as e:
+            # The VM stays in the record; the policy will ask again on a later pass.
+            self._sample(rec.cloud, "api", False)
+            self._emit(ev.API_ERROR, cloud=rec.cloud, vm=rec.id, details={"call": "terminate", "error": str(e)})
+            return
+        self._sample(rec.cloud, "api", True)
+        self._forget(rec)
+        self._emit(ev.TERMINATE, pool=rec.pool, cloud=rec.cloud, vm=rec.id, user=rec.owner,
+                   details={"reason": reason, "state": rec.state.value})
+        if rec.state == VmState.ALLOCATED and reason in ("maintenance", "max_age"):
+            pass  # the user was warned or drained; they may come back with a new request later
+
+    def _warn(self, a: Warn) -> None:
+        rec = self._vms[a.vm]
+        rec.warned_at = self.env.now
+        rec.touch()
+        self._emit(ev.WARN, pool=rec.pool, cloud=rec.cloud, vm=rec.id, user=rec.owner,
+                   details={"reason": a.reason, "reclaim_at": a.reclaim_at})
+
+    def _drain(self, a: Drain) -> None:
+        rec = self._vms[a.vm]
+        rec.drained = True
+        rec.touch()
+        self._emit(ev.DRAIN, pool=rec.pool, cloud=rec.cloud, vm=rec.id, user=rec.owner, details={"at": a.at})
+
+    # ---- what users and clouds do ----------------------------------------------------------------
+    def _request(self, a: Arrival) -> None:
+        now = self.env.now
+        self._ids += 1
+        req = Request(id=f"r{self._ids}", pool=a.pool, user=a.user, requested_at=now, location=a.location)
+        self._pending[req.id] = _Pending(req, a)
+        self._emit(ev.REQUEST, pool=a.pool, user=a.user, details={"location": a.location, "request": req.id})
+        self._poke()
+
+    def _listener(self, cloud: str) -> Callable[[str, str | None], None]:
+        def heard(kind: str, cloud_id: str | None) -> None:
+            if kind == "down":
+                self._emit(ev.CLOUD_DOWN, cloud=cloud, details={"mode": self.clouds[cloud].mode})
+                return
+            if kind == "up":
+                self._emit(ev.CLOUD_UP, cloud=cloud)
+                return
+            rec = self._by_cloud_id.get(cloud_id)
+            if rec is None:
+                return
+            now = self.env.now
+            if kind == "running":
+                rec.state, rec.ready_at = VmState.READY, now
+                rec.touch()
+                self._sample(cloud, "boot", True, now - rec.created_at)
+                self._emit(ev.READY, pool=rec.pool, cloud=cloud, vm=rec.id,
+                           details={"boot_s": now - rec.created_at})
+                self._poke_if_waiting()
+                return
+            elif kind == "boot_failed":
+                self._sample(cloud, "boot", False, now - rec.created_at)
+                self._emit(ev.BOOT_FAILED, pool=rec.pool, cloud=cloud, vm=rec.id, details={"reason": "error"})
+                self._forget(rec)
+                try:
+                    self.clouds[cloud].terminate(vm_id=rec.cloud_id)  # free its quota
+                except CloudError:
+                    pass
+            elif kind == "lost":
+                self._sample(cloud, "vm", False)
+                self._emit(ev.GONE, pool=rec.pool, cloud=cloud, vm=rec.id, user=rec.owner,
+                           details={"state": rec.state.value})
+                self._forget(rec)
+                if rec.state == VmState.ALLOCATED and rec.present:
+                    # The user lost their VM with its cloud: they ask again for the rest of their work.
+                    a = rec.arrival
+                    left = max(60.0, a.session_s - (now - (rec.allocated_at or now)))
+                    self._request(Arrival(now, a.pool, a.user, a.location, left, a.abandons, a.busy_s))
+            self._poke()
+        return heard
+
+    def _poke_if_waiting(self) -> None:
+        """A boot or a release matters now only to waiting users or a cloud on probation; the
+        policy's other uses of them are time-driven and covered by its wakeup."""
+        if self._pending or any(h.status != "ok" for h in self._memory.clouds.values()):
+            self._poke()
+        else:
+            self._next_due = self.env.now  # let the next periodic pass run
+    # ---- bookkeeping -------------------------------------------------------------------------------
+    def _forget(self, rec: _VmRec) -> None:
+        self._vms.pop(rec.id, None)
+        if rec.cloud_id is not None:
+            self._by_cloud_id.pop(rec.cloud_id, None)
+
+    def _sample(self, cloud: str, kind: str, ok: bool, duration: float = 0.0) -> None:
+        self._samples[cloud].append(HealthSample(self.env.now, kind, ok, duration))
+
+    def _emit(self, kind: str, *, pool: str | None = None, cloud: str | None = None, vm: str | None = None,
+              user: str | None = None, details: dict | None = None) -> None:
+        self.events.append(Event(self.env.now, kind, pool, cloud, vm, user, details or {}))
+
+    def _at(self, t: float, fn: Callable[[], None]) -> None:
+        e = self.env.timeout(max(0.0, t - self.env.now))
+        e.callbacks.append(lambda _e: fn())
+
+
+def build_twin(scenario: Scenario, **kwargs) -> Twin:
+    """The one factory that wires a scenario's world."""
+    return Twin(scenario, **kwargs)
