@@ -3,61 +3,100 @@
 Every time-driven rule of the policy (idle warnings and reclaims, max age, recycling, boot timeouts,
 slow-boot judgement, health evidence ageing out of the window, backoff ends, maintenance windows)
 has a due time that follows from the snapshot. A shell may skip a periodic pass that comes before
-`next_wakeup`: the pass would decide nothing. Events (a request, a boot, a loss) still need a pass.
+`next_wakeup`: the pass would decide nothing. Events (a request, a boot, a loss) still need a pass,
+or at least `vm_wakeup` of the VM they changed, to bring the wakeup forward.
 """
 from __future__ import annotations
 
 import math
 
 from core.activity import is_busy, last_activity
-from core.config import Config
+from core.config import Config, PoolConfig
 from core.health import BACKOFF, CloudHealth
 from core.sizing import SURPLUS_AGE_S
-from core.snapshot import Snapshot, VmState
+from core.snapshot import CloudObservation, Snapshot, Vm, VmState
 
 _EPS = 1e-6  # rules that compare with ">" fire just after their limit
 
 
-def next_wakeup(snapshot: Snapshot, config: Config, clouds: dict[str, CloudHealth] | None = None) -> float:
-    """The earliest time after `snapshot.now` when some time-driven rule could change a decision."""
-    now, policy = snapshot.now, config.policy
+def vm_wakeup(vm: Vm, pool: PoolConfig, config: Config, *, now: float, after: float,
+              surplus: bool = True) -> float:
+    """The earliest due time later than `after` of the rules that apply to one VM (inf: none).
+
+    `surplus`: whether this VM's pool has more VMs than its target, so a ready VM may be trimmed.
+    """
+    policy = config.policy
+    state = vm.state
+    due: tuple[float, ...]
+    if state is VmState.ALLOCATED:
+        start = vm.allocated_at if vm.allocated_at is not None else vm.created_at
+        if is_busy(vm.cpu_percent, vm.io_bytes_per_s, policy):
+            idle = math.inf  # stays active until a new sample says otherwise
+        else:
+            active = last_activity(vm, now, policy)
+            warned = vm.warned_at is not None and vm.warned_at >= active
+            idle = vm.warned_at + pool.grace_s if warned else active + pool.idle_timeout_s
+        due = (start + pool.max_age_s - pool.grace_s, start + pool.max_age_s, idle)
+    elif state is VmState.READY:
+        if vm.ready_at is None:
+            return math.inf
+        due = (vm.ready_at + pool.max_ready_age_s, vm.ready_at + SURPLUS_AGE_S if surplus else math.inf)
+    elif state is VmState.BOOTING or state is VmState.REQUESTED:
+        try:
+            expected = config.cloud(vm.cloud).expected_boot_s
+        except KeyError:
+            expected = math.inf
+        due = (vm.created_at + policy.boot_timeout_s, vm.created_at + policy.health.slow_factor * expected + _EPS)
+    else:
+        return math.inf
+    best = math.inf
+    for t in due:
+        if after < t < best:
+            best = t
+    return best
+
+
+def evidence_wakeup(obs: CloudObservation, config: Config) -> float:
+    """When the oldest health evidence leaves the window, if that could change the verdict.
+
+    With only good samples the verdict is GOOD whichever of them remain, so nothing is due.
+    """
+    if not obs.samples:
+        return math.inf
+    try:
+        limit = config.policy.health.slow_factor * config.cloud(obs.cloud).expected_boot_s
+    except KeyError:
+        limit = math.inf
+    if all(s.ok and not (s.kind == "boot" and s.duration_s > limit) for s in obs.samples):
+        return math.inf
+    return min(s.at for s in obs.samples) + config.policy.health.window_s + _EPS
+
+
+def next_wakeup(snapshot: Snapshot, config: Config, clouds: dict[str, CloudHealth] | None = None,
+                surplus_pools: set[str] | None = None, *, after: float | None = None) -> float:
+    """The earliest time after `after` (default `now`) when some time-driven rule could change a decision.
+
+    `surplus_pools`: the pools with more ready or booting VMs than their target (from the last
+    decision's needs); only their ready VMs can become surplus with time. None means any pool may.
+    A shell re-checking between passes gives `after` = the time of its last pass, so a rule that fell
+    due since then is not missed.
+    """
+    now = snapshot.now
+    floor = now if after is None else after
     pools = {p.name: p for p in config.pools}
-    expected = {c.name: c.expected_boot_s for c in config.clouds}
-    due: list[float] = []
-    add = due.append
+    best = math.inf
     for vm in snapshot.vms:
         pool = pools.get(vm.pool)
-        if pool is None:
-            continue
-        state = vm.state
-        if state is VmState.ALLOCATED:
-            start = vm.allocated_at if vm.allocated_at is not None else vm.created_at
-            add(start + pool.max_age_s - pool.grace_s)
-            add(start + pool.max_age_s)
-            if is_busy(vm.cpu_percent, vm.io_bytes_per_s, policy):
-                continue  # stays active until a new sample says otherwise
-            active = last_activity(vm, now, policy)
-            if vm.warned_at is not None and vm.warned_at >= active:
-                add(vm.warned_at + pool.grace_s)
-            else:
-                add(active + pool.idle_timeout_s)
-        elif state is VmState.READY:
-            if vm.ready_at is not None:
-                add(vm.ready_at + pool.max_ready_age_s)
-                add(vm.ready_at + SURPLUS_AGE_S)
-        elif state in (VmState.BOOTING, VmState.REQUESTED):
-            add(vm.created_at + policy.boot_timeout_s)
-            add(vm.created_at + policy.health.slow_factor * expected.get(vm.cloud, math.inf) + _EPS)
-    for obs in snapshot.clouds:
-        if obs.samples:
-            add(min(s.at for s in obs.samples) + policy.health.window_s + _EPS)
+        if pool is not None:
+            t = vm_wakeup(vm, pool, config, now=now, after=floor,
+                          surplus=surplus_pools is None or vm.pool in surplus_pools)
+            best = t if t < best else best
+    due = [evidence_wakeup(obs, config) for obs in snapshot.clouds]
     for h in (clouds or {}).values():
         if h.status == BACKOFF:
-            add(h.until)
+            due.append(h.until)
+    lead = config.policy.maintenance_lead_s
     for c in config.clouds:
         for w in c.maintenance:
-            add(w.start - policy.maintenance_lead_s)
-            add(w.start)
-            add(w.end)
-    later = [t for t in due if t > now]
-    return min(later) if later else math.inf
+            due += (w.start - lead, w.start, w.end)
+    return min([best, *(t for t in due if t > floor)])

@@ -21,7 +21,7 @@ from core.events import Event
 from core.placement import rank_clouds
 from core.policy import Decision, PolicyMemory, decide, launchable_clouds
 from core.ports import POOL_TAG, VM_TAG, CloudError
-from core.schedule import next_wakeup
+from core.schedule import next_wakeup, vm_wakeup
 from core.snapshot import CloudObservation, HealthSample, Request, Snapshot, Vm, VmState
 from twin.cloud import SimCloud
 from twin.demand import Arrival, arrivals
@@ -92,6 +92,7 @@ class Twin:
             self.clouds[spec.name] = SimCloud(self.env, spec, rng, listener=self._listener(spec.name))
         self._costs = {c.name: c.cost_per_vm_hour for c in self.config.clouds}
         self._regions = {c.name: c.region for c in self.config.clouds}
+        self._pools = {p.name: p for p in self.config.pools}
         self._vms: dict[str, _VmRec] = {}
         self._by_cloud_id: dict[str, _VmRec] = {}
         self._pending: dict[str, _Pending] = {}
@@ -100,6 +101,7 @@ class Twin:
         self._pass_scheduled = False
         self._skip = skip_idle_passes
         self._next_due = 0.0
+        self._surplus: set[str] | None = None
         self._ids = 0
         self.passes = 0
 
@@ -189,9 +191,12 @@ class Twin:
         decision = decide(snap, self.config, self._memory, targets=targets)
         self._memory = decision.memory
         self._apply(decision)
+        self._surplus = {n.pool for n in decision.needs if n.available > n.target}
         if self._skip:
-            after = self.snapshot() if decision.actions else snap
-            self._next_due = next_wakeup(after, self.config, dict(self._memory.clouds))
+            self._next_due = self._wakeup(self.snapshot() if decision.actions else snap)
+
+    def _wakeup(self, snap: Snapshot) -> float:
+        return next_wakeup(snap, self.config, dict(self._memory.clouds), self._surplus)
 
     def _apply(self, d: Decision) -> None:
         for change in d.health_changes:
@@ -275,6 +280,7 @@ class Twin:
             rec.cpu, rec.last_busy_at = BUSY_CPU, now
             self._at(now + arrival.busy_s, lambda: self._computation_ends(rec, gen))
         rec.touch()
+        self._changed(rec)
         self._emit(ev.ABANDON, pool=rec.pool, cloud=rec.cloud, vm=rec.id, user=rec.owner,
                    details={"busy_s": arrival.busy_s})
 
@@ -282,6 +288,7 @@ class Twin:
         if rec.session_gen == gen and rec.state == VmState.ALLOCATED:
             rec.cpu, rec.last_busy_at = IDLE_CPU, self.env.now
             rec.touch()
+            self._changed(rec)
 
     def _terminate(self, vm_id: str, reason: str) -> None:
         rec = self._vms.get(vm_id)
@@ -341,6 +348,7 @@ class Twin:
                 self._sample(cloud, "boot", True, now - rec.created_at)
                 self._emit(ev.READY, pool=rec.pool, cloud=cloud, vm=rec.id,
                            details={"boot_s": now - rec.created_at})
+                self._changed(rec)
                 self._poke_if_waiting()
                 return
             elif kind == "boot_failed":
@@ -369,8 +377,16 @@ class Twin:
         policy's other uses of them are time-driven and covered by its wakeup."""
         if self._pending or any(h.status != "ok" for h in self._memory.clouds.values()):
             self._poke()
-        else:
-            self._next_due = self.env.now  # let the next periodic pass run
+
+    def _changed(self, rec: _VmRec) -> None:
+        """A VM changed outside a pass: bring the next wakeup forward if one of its rules is due sooner."""
+        if rec.state is VmState.GONE or rec.id not in self._vms:
+            return  # a VM gone only makes rules due later
+        surplus = self._surplus is None or rec.pool in self._surplus
+        t = vm_wakeup(rec.vm, self._pools[rec.pool], self.config, now=self.env.now, after=self.env.now,
+                      surplus=surplus)
+        if t < self._next_due:
+            self._next_due = t
     # ---- bookkeeping -------------------------------------------------------------------------------
     def _forget(self, rec: _VmRec) -> None:
         self._vms.pop(rec.id, None)
