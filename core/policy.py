@@ -16,8 +16,9 @@ from core.health import PROBING, CloudHealth, HealthChange, update_health, usabl
 from core.maintenance import clouds_going_down, plan_maintenance
 from core.placement import place_launches
 from core.reclaim import select_reclaims
+from core.schedule import due_table
 from core.sizing import PoolNeed, size_pools
-from core.snapshot import LIVE_STATES, Snapshot
+from core.snapshot import LIVE_STATES, Snapshot, Vm
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class PolicyMemory:
     """State the policy carries between passes (the shell stores it, the policy owns it)."""
 
     clouds: Mapping[str, CloudHealth] = field(default_factory=dict)
+    # Each VM's rule due times, kept while the VM object stays the same (see core.schedule.due_table),
+    # so a pass evaluates the reclaim rules only of VMs with something due.
+    vm_dues: Mapping[str, tuple[Vm, tuple[float, ...]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,10 @@ def decide(snapshot: Snapshot, config: Config, memory: PolicyMemory | None = Non
     going_down = clouds_going_down(config, now)
     healthy = {c.name for c in config.clouds if usable(health[c.name]) and c.name not in going_down}
 
+    dues = due_table(snapshot, config, memory.vm_dues)
+    due_now = {vid for vid, (_, times) in dues.items() if times and times[0] <= now}
     actions: list[Action] = []
-    actions += select_reclaims(snapshot, config)
+    actions += select_reclaims(snapshot, config, only=due_now)
     actions += [a for a in plan_maintenance(snapshot, config, going_down)
                 if not (isinstance(a, Terminate) and _already(a, actions))]
     removed = {a.vm for a in actions if isinstance(a, Terminate)}
@@ -75,7 +81,7 @@ def decide(snapshot: Snapshot, config: Config, memory: PolicyMemory | None = Non
         actions += [Terminate(vm=v, reason="surplus") for v in need.surplus]
 
     health = _send_probes(health, config, going_down, headroom, actions)
-    return Decision(tuple(actions), PolicyMemory(health), tuple(changes), tuple(needs))
+    return Decision(tuple(actions), PolicyMemory(health, dues), tuple(changes), tuple(needs))
 
 
 def launchable_clouds(config: Config, memory: PolicyMemory, now: float) -> set[str]:

@@ -5,6 +5,8 @@ The arbiter (`reclaim_verdict`) is a pure function of one VM, like jupyterhub-id
 """
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from core.actions import Terminate, Warn
 from core.activity import last_activity
 from core.config import Config, PolicyConfig, PoolConfig
@@ -32,12 +34,18 @@ def reclaim_verdict(vm: Vm, pool: PoolConfig, policy: PolicyConfig, now: float
     return None
 
 
-def select_reclaims(snapshot: Snapshot, config: Config) -> list[Warn | Terminate]:
-    """Warnings and reclaims for allocated VMs; recycles of stale ready VMs; stuck boots."""
+def select_reclaims(snapshot: Snapshot, config: Config, *, only: Collection[str] | None = None
+                    ) -> list[Warn | Terminate]:
+    """Warnings and reclaims for allocated VMs; recycles of stale ready VMs; stuck boots.
+
+    `only`: the VMs that have a rule due (from `core.schedule.due_table`); the others are skipped.
+    """
     now, policy = snapshot.now, config.policy
     pools = {p.name: p for p in config.pools}
     out: list[Warn | Terminate] = []
     for vm in snapshot.vms:
+        if only is not None and vm.id not in only:
+            continue
         pool = pools.get(vm.pool)
         if pool is None:
             continue

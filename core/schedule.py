@@ -9,6 +9,7 @@ or at least `vm_wakeup` of the VM they changed, to bring the wakeup forward.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from core.activity import is_busy, last_activity
 from core.config import Config, PoolConfig
@@ -19,41 +20,60 @@ from core.snapshot import CloudObservation, Snapshot, Vm, VmState
 _EPS = 1e-6  # rules that compare with ">" fire just after their limit
 
 
+def vm_due_times(vm: Vm, pool: PoolConfig, config: Config) -> tuple[float, ...]:
+    """When each time-driven rule for one VM falls due, sorted (surplus trimming aside).
+
+    They depend only on the VM's fields and the configuration, never on `now`, so a shell or the
+    policy's memory may keep them for as long as the VM does not change.
+    """
+    policy = config.policy
+    state = vm.state
+    if state is VmState.ALLOCATED:
+        start = vm.allocated_at if vm.allocated_at is not None else vm.created_at
+        if is_busy(vm.cpu_percent, vm.io_bytes_per_s, policy):
+            idle = math.inf  # stays active until a new sample says otherwise
+        else:
+            active = last_activity(vm, start, policy)
+            warned = vm.warned_at is not None and vm.warned_at >= active
+            idle = vm.warned_at + pool.grace_s if warned else active + pool.idle_timeout_s
+        return tuple(sorted((start + pool.max_age_s - pool.grace_s, start + pool.max_age_s, idle)))
+    if state is VmState.READY:
+        return () if vm.ready_at is None else (vm.ready_at + pool.max_ready_age_s,)
+    if state is VmState.BOOTING or state is VmState.REQUESTED:
+        try:
+            expected = config.cloud(vm.cloud).expected_boot_s
+        except KeyError:
+            expected = math.inf
+        return tuple(sorted((vm.created_at + policy.boot_timeout_s,
+                             vm.created_at + policy.health.slow_factor * expected + _EPS)))
+    return ()
+
+
+def surplus_due(vm: Vm) -> float:
+    """When a ready VM may be trimmed as surplus (if its pool has more than its target)."""
+    return vm.ready_at + SURPLUS_AGE_S if vm.state is VmState.READY and vm.ready_at is not None else math.inf
+
+
+def first_after(times: tuple[float, ...], after: float) -> float:
+    """The first of sorted `times` later than `after` (inf: none)."""
+    for t in times:
+        if t > after:
+            return t
+    return math.inf
+
+
 def vm_wakeup(vm: Vm, pool: PoolConfig, config: Config, *, now: float, after: float,
               surplus: bool = True) -> float:
     """The earliest due time later than `after` of the rules that apply to one VM (inf: none).
 
     `surplus`: whether this VM's pool has more VMs than its target, so a ready VM may be trimmed.
     """
-    policy = config.policy
-    state = vm.state
-    due: tuple[float, ...]
-    if state is VmState.ALLOCATED:
-        start = vm.allocated_at if vm.allocated_at is not None else vm.created_at
-        if is_busy(vm.cpu_percent, vm.io_bytes_per_s, policy):
-            idle = math.inf  # stays active until a new sample says otherwise
-        else:
-            active = last_activity(vm, now, policy)
-            warned = vm.warned_at is not None and vm.warned_at >= active
-            idle = vm.warned_at + pool.grace_s if warned else active + pool.idle_timeout_s
-        due = (start + pool.max_age_s - pool.grace_s, start + pool.max_age_s, idle)
-    elif state is VmState.READY:
-        if vm.ready_at is None:
-            return math.inf
-        due = (vm.ready_at + pool.max_ready_age_s, vm.ready_at + SURPLUS_AGE_S if surplus else math.inf)
-    elif state is VmState.BOOTING or state is VmState.REQUESTED:
-        try:
-            expected = config.cloud(vm.cloud).expected_boot_s
-        except KeyError:
-            expected = math.inf
-        due = (vm.created_at + policy.boot_timeout_s, vm.created_at + policy.health.slow_factor * expected + _EPS)
-    else:
-        return math.inf
-    best = math.inf
-    for t in due:
-        if after < t < best:
-            best = t
-    return best
+    t = first_after(vm_due_times(vm, pool, config), after)
+    if surplus:
+        s = surplus_due(vm)
+        if after < s < t:
+            t = s
+    return t
 
 
 def evidence_wakeup(obs: CloudObservation, config: Config) -> float:
@@ -72,8 +92,25 @@ def evidence_wakeup(obs: CloudObservation, config: Config) -> float:
     return min(s.at for s in obs.samples) + config.policy.health.window_s + _EPS
 
 
-def next_wakeup(snapshot: Snapshot, config: Config, clouds: dict[str, CloudHealth] | None = None,
-                surplus_pools: set[str] | None = None, *, after: float | None = None) -> float:
+def due_table(snapshot: Snapshot, config: Config, previous: Mapping[str, tuple[Vm, tuple[float, ...]]]
+              ) -> dict[str, tuple[Vm, tuple[float, ...]]]:
+    """Each VM's due times, reusing `previous` entries whose VM is the very same (unchanged) object."""
+    pools = {p.name: p for p in config.pools}
+    out = {}
+    get = previous.get
+    for vm in snapshot.vms:
+        old = get(vm.id)
+        if old is not None and old[0] is vm:
+            out[vm.id] = old
+            continue
+        pool = pools.get(vm.pool)
+        out[vm.id] = (vm, vm_due_times(vm, pool, config) if pool is not None else ())
+    return out
+
+
+def next_wakeup(snapshot: Snapshot, config: Config, clouds: Mapping[str, CloudHealth] | None = None,
+                surplus_pools: set[str] | None = None, *, after: float | None = None,
+                dues: Mapping[str, tuple[Vm, tuple[float, ...]]] | None = None) -> float:
     """The earliest time after `after` (default `now`) when some time-driven rule could change a decision.
 
     `surplus_pools`: the pools with more ready or booting VMs than their target (from the last
@@ -83,14 +120,18 @@ def next_wakeup(snapshot: Snapshot, config: Config, clouds: dict[str, CloudHealt
     """
     now = snapshot.now
     floor = now if after is None else after
-    pools = {p.name: p for p in config.pools}
+    table = due_table(snapshot, config, dues or {})
     best = math.inf
-    for vm in snapshot.vms:
-        pool = pools.get(vm.pool)
-        if pool is not None:
-            t = vm_wakeup(vm, pool, config, now=now, after=floor,
-                          surplus=surplus_pools is None or vm.pool in surplus_pools)
-            best = t if t < best else best
+    for vm, times in table.values():
+        for t in times:
+            if t > floor:
+                if t < best:
+                    best = t
+                break
+        if surplus_pools is None or vm.pool in surplus_pools:
+            t = surplus_due(vm)
+            if floor < t < best:
+                best = t
     due = [evidence_wakeup(obs, config) for obs in snapshot.clouds]
     for h in (clouds or {}).values():
         if h.status == BACKOFF:

@@ -69,6 +69,7 @@ class SimCloud:
         self._rng = rng
         self._listener = listener
         self._vms: dict[str, _SimVm] = {}
+        self._live = 0  # VMs pending or running: what counts against the quota
         self._ids = itertools.count(1)
         self._mode: str | None = None
         self._outage: Outage | None = None
@@ -79,11 +80,11 @@ class SimCloud:
     # -- the Cloud port -------------------------------------------------------------------------
     def launch(self, *, pool: str, tags: Mapping[str, str]) -> str:
         self._call()
-        live = sum(1 for v in self._vms.values() if v.state in (CloudVmState.PENDING, CloudVmState.RUNNING))
-        if live >= self.spec.quota:
+        if self._live >= self.spec.quota:
             raise CloudError(f"{self.name}: quota of {self.spec.quota} VMs reached", quota=True)
         vm = _SimVm(f"{self.name}-{next(self._ids)}", tags, self._env.now)
         self._vms[vm.id] = vm
+        self._live += 1
         boot = self._rng.lognormvariate(0.0, self.spec.boot_sigma) * self.spec.boot_median_s
         if self._mode == SLOW:
             boot *= self._outage.factor
@@ -95,6 +96,8 @@ class SimCloud:
         self._call()
         vm = self._vms.pop(vm_id, None)
         if vm is not None:
+            if vm.state in (CloudVmState.PENDING, CloudVmState.RUNNING):
+                self._live -= 1
             vm.state = CloudVmState.TERMINATED
 
     def list_vms(self) -> Sequence[CloudVm]:
@@ -120,6 +123,7 @@ class SimCloud:
             return  # terminated or lost meanwhile
         if failed or self._mode == DOWN:
             vm.state = CloudVmState.ERROR
+            self._live -= 1
             self._tell("boot_failed", vm.id)
         else:
             vm.state = CloudVmState.RUNNING
@@ -132,6 +136,7 @@ class SimCloud:
             lost = [v for v in self._vms.values() if v.state in (CloudVmState.PENDING, CloudVmState.RUNNING)]
             for v in lost:
                 v.state = CloudVmState.TERMINATED
+                self._live -= 1
                 del self._vms[v.id]
                 self._tell("lost", v.id)
 

@@ -36,9 +36,9 @@ class _VmRec:
 
     __slots__ = ("id", "cloud_id", "pool", "cloud", "state", "created_at", "ready_at", "owner", "request",
                  "allocated_at", "last_input_at", "last_busy_at", "cpu", "warned_at", "drained", "present",
-                 "session_gen", "arrival", "_vm")
+                 "session_gen", "arrival", "_vm", "_dirty")
 
-    def __init__(self, vm_id: str, pool: str, cloud: str, now: float):
+    def __init__(self, vm_id: str, pool: str, cloud: str, now: float, dirty: set[_VmRec]):
         self.id, self.pool, self.cloud = vm_id, pool, cloud
         self.cloud_id: str | None = None
         self.state = VmState.BOOTING
@@ -51,9 +51,12 @@ class _VmRec:
         self.session_gen = 0  # invalidates scheduled session steps of a previous owner
         self.arrival: Arrival | None = None
         self._vm: Vm | None = None
+        self._dirty = dirty  # the twin's set of records whose policy view must be rebuilt
+        dirty.add(self)
 
     def touch(self) -> None:
         self._vm = None
+        self._dirty.add(self)
 
     @property
     def vm(self) -> Vm:
@@ -77,10 +80,11 @@ class Twin:
 
     def __init__(self, scenario: Scenario, *, config: Config | None = None,
                  sizer: Callable[[Snapshot], dict[str, int] | None] | None = None,
-                 progress: Callable[[float], None] | None = None, skip_idle_passes: bool = True):
+                 progress: Callable[[float], None] | None = None, skip_idle_passes: bool = True,
+                 env: simpy.Environment | None = None):
         self.scenario = scenario
         self.config = config or scenario.config
-        self.env = simpy.Environment()
+        self.env = env if env is not None else simpy.Environment()
         self.events: list[Event] = []
         self._sizer = sizer
         self._progress = progress
@@ -94,6 +98,8 @@ class Twin:
         self._regions = {c.name: c.region for c in self.config.clouds}
         self._pools = {p.name: p for p in self.config.pools}
         self._vms: dict[str, _VmRec] = {}
+        self._views: dict[str, Vm] = {}  # each live VM's current policy view, in launch order
+        self._dirty: set[_VmRec] = set()
         self._by_cloud_id: dict[str, _VmRec] = {}
         self._pending: dict[str, _Pending] = {}
         self._samples: dict[str, deque[HealthSample]] = {c: deque() for c in self.clouds}
@@ -180,7 +186,13 @@ class Twin:
             while samples and samples[0].at < horizon:
                 samples.popleft()
             obs.append(CloudObservation(name, tuple(samples)))
-        return Snapshot(now=now, vms=tuple(r.vm for r in self._vms.values()),
+        if self._dirty:
+            views = self._views
+            for rec in self._dirty:
+                if rec.id in views:  # set order does not matter: only existing entries are updated
+                    views[rec.id] = rec.vm
+            self._dirty.clear()
+        return Snapshot(now=now, vms=tuple(self._views.values()),
                         requests=tuple(p.request for p in self._pending.values()), clouds=tuple(obs))
 
     def _pass(self) -> None:
@@ -196,7 +208,7 @@ class Twin:
             self._next_due = self._wakeup(self.snapshot() if decision.actions else snap)
 
     def _wakeup(self, snap: Snapshot) -> float:
-        return next_wakeup(snap, self.config, dict(self._memory.clouds), self._surplus)
+        return next_wakeup(snap, self.config, self._memory.clouds, self._surplus, dues=self._memory.vm_dues)
 
     def _apply(self, d: Decision) -> None:
         for change in d.health_changes:
@@ -243,9 +255,10 @@ class Twin:
                        details={"error": str(e), "quota": e.quota})
             return False
         self._sample(cloud, "api", True)
-        rec = _VmRec(vm_id, a.pool, cloud, now)
+        rec = _VmRec(vm_id, a.pool, cloud, now, self._dirty)
         rec.cloud_id = cloud_id
         self._vms[vm_id] = rec
+        self._views[vm_id] = rec.vm  # its place in snapshots: launch order, whatever set order does
         self._by_cloud_id[cloud_id] = rec
         self._emit(ev.LAUNCH, pool=a.pool, cloud=cloud, vm=vm_id, details={
             "reason": a.reason, "probe": a.probe, "cost_per_hour": self._costs[cloud],
@@ -390,6 +403,7 @@ class Twin:
     # ---- bookkeeping -------------------------------------------------------------------------------
     def _forget(self, rec: _VmRec) -> None:
         self._vms.pop(rec.id, None)
+        self._views.pop(rec.id, None)
         if rec.cloud_id is not None:
             self._by_cloud_id.pop(rec.cloud_id, None)
 
