@@ -51,8 +51,8 @@ def _progress_bar(total: float, enabled: bool):
                "[{elapsed}<{remaining}]")
 
     def update(now: float) -> None:
-        bar.n = round(now / 3600, 1)
-        bar.refresh()
+        # update() (not refresh()) lets tqdm throttle redraws to its mininterval.
+        bar.update(round(now / 3600, 1) - bar.n)
     return bar, update
 
 
