@@ -75,8 +75,9 @@ def update_health(snapshot: Snapshot, config: Config, memory: dict[str, CloudHea
     """Advance each cloud's backoff state machine by one pass."""
     now, cfg = snapshot.now, config.policy.health
     booting: dict[str, list[float]] = {}
+    b, r = VmState.BOOTING, VmState.REQUESTED
     for vm in snapshot.vms:
-        if vm.state in (VmState.BOOTING, VmState.REQUESTED):
+        if vm.state is b or vm.state is r:
             booting.setdefault(vm.cloud, []).append(now - vm.created_at)
     out: dict[str, CloudHealth] = {}
     changes: list[HealthChange] = []

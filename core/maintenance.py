@@ -41,6 +41,8 @@ def plan_maintenance(snapshot: Snapshot, config: Config, going_down: dict[str, f
                      ) -> list[Drain | Terminate]:
     """Drain notices for users on a cloud about to go down; delete its idle VMs once it is down."""
     actions: list[Drain | Terminate] = []
+    if not going_down:
+        return actions
     now = snapshot.now
     for vm in snapshot.vms:
         start = going_down.get(vm.cloud)

@@ -99,11 +99,11 @@ def _already(t: Terminate, actions: list[Action]) -> bool:
 
 
 def _headroom(snapshot: Snapshot, config: Config, removed: set[str]) -> dict[str, int]:
-    used: dict[str, int] = {}
+    used = dict.fromkeys((c.name for c in config.clouds), 0)
     for vm in snapshot.vms:
-        if vm.state in LIVE_STATES and vm.id not in removed:
-            used[vm.cloud] = used.get(vm.cloud, 0) + 1
-    return {c.name: c.quota - used.get(c.name, 0) for c in config.clouds}
+        if vm.state in LIVE_STATES and vm.cloud in used and vm.id not in removed:
+            used[vm.cloud] += 1
+    return {c.name: c.quota - used[c.name] for c in config.clouds}
 
 
 def _send_probes(health: dict[str, CloudHealth], config: Config, going_down: Mapping[str, float],

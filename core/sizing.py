@@ -37,24 +37,30 @@ def size_pools(snapshot: Snapshot, config: Config, *, removed: set[str], assigne
     for r in snapshot.requests:
         if r.id not in served:
             waiting[r.pool] = waiting.get(r.pool, 0) + 1
-    live: dict[str, int] = {}
-    available: dict[str, int] = {}
+    live = dict.fromkeys((p.name for p in config.pools), 0)
+    available = dict(live)
     spare: dict[str, list[tuple[float, str]]] = {}
-    for vm in snapshot.vms:
-        if vm.state not in LIVE_STATES or vm.id in removed:
+    allocated, ready = VmState.ALLOCATED, VmState.READY
+    for vm in snapshot.vms:  # the hot loop of a pass: identity tests, most common case first
+        state = vm.state
+        if state is allocated:
+            if vm.pool in live and vm.id not in removed:
+                live[vm.pool] += 1
             continue
-        live[vm.pool] = live.get(vm.pool, 0) + 1
-        if vm.id in assigned or vm.state == VmState.ALLOCATED or vm.cloud in discounted_clouds:
+        if state not in LIVE_STATES or vm.pool not in live or vm.id in removed:
             continue
-        available[vm.pool] = available.get(vm.pool, 0) + 1
-        if vm.state == VmState.READY and vm.ready_at is not None and now - vm.ready_at >= min_surplus_age_s:
+        live[vm.pool] += 1
+        if vm.cloud in discounted_clouds or vm.id in assigned:
+            continue
+        available[vm.pool] += 1
+        if state is ready and vm.ready_at is not None and now - vm.ready_at >= min_surplus_age_s:
             spare.setdefault(vm.pool, []).append((vm.ready_at, vm.id))
     out = []
     for pool in config.pools:
         reserve = pool.min_ready if targets is None else targets.get(pool.name, pool.min_ready)
         target = reserve + waiting.get(pool.name, 0)
-        have = available.get(pool.name, 0)
-        room = max(0, pool.max_total - live.get(pool.name, 0))
+        have = available[pool.name]
+        room = max(0, pool.max_total - live[pool.name])
         launch = min(max(0, target - have), room)
         extra = max(0, have - target)
         surplus = tuple(vid for _, vid in sorted(spare.get(pool.name, []))[:extra])
