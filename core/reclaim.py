@@ -43,9 +43,10 @@ def select_reclaims(snapshot: Snapshot, config: Config, *, only: Collection[str]
     now, policy = snapshot.now, config.policy
     pools = {p.name: p for p in config.pools}
     out: list[Warn | Terminate] = []
-    for vm in snapshot.vms:
-        if only is not None and vm.id not in only:
-            continue
+    if only is not None and not only:
+        return out  # nothing due: the common pass
+    vms = snapshot.vms if only is None else [vm for vm in snapshot.vms if vm.id in only]
+    for vm in vms:
         pool = pools.get(vm.pool)
         if pool is None:
             continue
