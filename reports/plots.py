@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from reports.timeline import STATES, Interval, Timeline
@@ -54,12 +55,16 @@ def _time_axis(tl: Timeline) -> tuple[float, str]:
     return unit, f"{name} since the start"
 
 
-def _bands(ax: Any, intervals: Sequence[Interval], t0: float, unit: float, color: str, alpha: float,
-           hatch: str | None = None) -> None:
+def _spans(intervals: Sequence[Interval], t0: float, unit: float, min_width: float) -> list[tuple[float, float]]:
+    """(x start, width) per interval; a five-minute backoff in a year-long plot stays visible."""
+    return [((i.start - t0) / unit, max((i.end - i.start) / unit, min_width)) for i in intervals]
+
+
+def _bands(ax: Any, intervals: Sequence[Interval], t0: float, unit: float, min_width: float, color: str,
+           alpha: float, hatch: str | None = None) -> None:
     if not intervals:
         return
-    verts = [[((i.start - t0) / unit, 0), ((i.start - t0) / unit, 1), ((i.end - t0) / unit, 1),
-              ((i.end - t0) / unit, 0)] for i in intervals]
+    verts = [[(x, 0), (x, 1), (x + w, 1), (x + w, 0)] for x, w in _spans(intervals, t0, unit, min_width)]
     coll = PolyCollection(verts, transform=ax.get_xaxis_transform(), facecolor=color, alpha=alpha,
                           edgecolor=color if hatch else "none", hatch=hatch, linewidth=0)
     ax.add_collection(coll, autolim=False)
@@ -81,7 +86,9 @@ def plot_timeline(tl: Timeline) -> bytes:
     unit, xlabel = _time_axis(tl)
     t0 = tl.start
     x_end = max(tl.end - t0, 0.0) / unit or 1.0
+    min_width = x_end / 400
     outages, maint, backoff = _all(tl.outages), _all(tl.maintenance), _all(tl.backoff)
+    shown: set[str] = set()
     if not pools:
         axes[0].text(0.5, 0.5, "no VMs in this log", ha="center", va="center", transform=axes[0].transAxes)
     for ax, pool in zip(axes, pools, strict=False):
@@ -92,15 +99,17 @@ def plot_timeline(tl: Timeline) -> bytes:
             y = getattr(s, state)
             if state == "abandoned" and not y.any():
                 continue
-            ax.plot(x, y, drawstyle="steps-post", color=STATE_COLORS[state], linewidth=1.0, label=state)
-        _bands(ax, outages, t0, unit, OUTAGE_COLOR, 0.18)
-        _bands(ax, maint, t0, unit, MAINT_COLOR, 0.22)
-        _bands(ax, backoff, t0, unit, BACKOFF_COLOR, 0.12, hatch="//")
+            shown.add(state)
+            ax.plot(x, y, drawstyle="steps-post", color=STATE_COLORS[state], linewidth=1.0)
+        _bands(ax, outages, t0, unit, min_width, OUTAGE_COLOR, 0.18)
+        _bands(ax, maint, t0, unit, min_width, MAINT_COLOR, 0.22)
+        _bands(ax, backoff, t0, unit, min_width, BACKOFF_COLOR, 0.12, hatch="//")
         ax.set_ylabel("VMs")
         ax.set_title(f"pool {pool}", loc="left", fontsize=10)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
+    handles: list[Any] = [Line2D([], [], color=STATE_COLORS[st], linewidth=1.5) for st in STATES if st in shown]
+    labels = [st for st in STATES if st in shown]
     for color, label, alpha, hatch, items in ((OUTAGE_COLOR, "outage", 0.18, None, outages),
                                               (MAINT_COLOR, "maintenance", 0.22, None, maint),
                                               (BACKOFF_COLOR, "backoff", 0.12, "//", backoff)):
@@ -108,16 +117,15 @@ def plot_timeline(tl: Timeline) -> bytes:
             handles.append(Patch(facecolor=color, alpha=alpha, hatch=hatch, edgecolor=color))
             labels.append(label)
     if handles:
-        axes[0].legend(handles, labels, loc="upper right", fontsize=8, ncol=len(labels))
+        fig.legend(handles, labels, loc="outside upper center", fontsize=8, ncol=len(labels), frameon=False)
     if clouds:
         ax = axes[-1]
         for row, cloud in enumerate(clouds):
             for items, color, alpha, hatch in ((tl.maintenance.get(cloud, []), MAINT_COLOR, 0.6, None),
-                                               (tl.backoff.get(cloud, []), BACKOFF_COLOR, 0.5, "//"),
+                                               (tl.backoff.get(cloud, []), BACKOFF_COLOR, 0.85, "//"),
                                                (tl.outages.get(cloud, []), OUTAGE_COLOR, 0.8, None)):
                 if items:
-                    ax.broken_barh([((i.start - t0) / unit, max((i.end - i.start) / unit, x_end / 2000))
-                                    for i in items], (row - 0.35, 0.7), facecolors=color, alpha=alpha,
+                    ax.broken_barh(_spans(items, t0, unit, min_width), (row - 0.35, 0.7), facecolors=color, alpha=alpha,
                                    hatch=hatch, edgecolor=color if hatch else "none", linewidth=0)
         ax.set_yticks(range(len(clouds)), clouds)
         ax.set_ylim(-0.6, len(clouds) - 0.4)

@@ -107,7 +107,7 @@ def scan(events: Iterable[Event], *, record: bool = False) -> Scan:
     backoff: dict[str, list[Interval]] = {}
     open_outage: dict[str, tuple[float, str]] = {}
     open_maint: dict[str, tuple[float, float | None]] = {}
-    open_backoff: dict[str, float] = {}
+    open_backoff: dict[str, tuple[float, str]] = {}
     status_changes: list[tuple[float, str, str, str]] = []
     changes: dict[str, tuple[list[float], list[int], list[int]]] = {}
 
@@ -243,9 +243,11 @@ def scan(events: Iterable[Event], *, record: bool = False) -> Scan:
             status = str(e.details.get("status") or "")
             status_changes.append((t, cloud, status, str(e.details.get("verdict") or "")))
             if status == "backoff":
-                open_backoff.setdefault(cloud, t)
+                if cloud not in open_backoff:
+                    open_backoff[cloud] = (t, str(e.details.get("verdict") or "backoff"))
             elif cloud in open_backoff:
-                backoff.setdefault(cloud, []).append(Interval(open_backoff.pop(cloud), t, "backoff"))
+                t0, why = open_backoff.pop(cloud)
+                backoff.setdefault(cloud, []).append(Interval(t0, t, why))
         elif k == "run":
             d = e.details
             if not header:
@@ -288,8 +290,8 @@ def scan(events: Iterable[Event], *, record: bool = False) -> Scan:
     for cloud, (t0, m_end) in open_maint.items():
         close = end if m_end is None else min(m_end, end)
         maintenance.setdefault(cloud, []).append(Interval(t0, max(t0, close), "maintenance"))
-    for cloud, t0 in open_backoff.items():
-        backoff.setdefault(cloud, []).append(Interval(t0, max(t0, end), "backoff"))
+    for cloud, (t0, why) in open_backoff.items():
+        backoff.setdefault(cloud, []).append(Interval(t0, max(t0, end), why))
 
     return Scan(start=start, end=end, n_events=len(evs), by_kind=by_kind, header=header, cloud_rates=rates,
                 cloud_acc=cloud_acc, pool_acc=pool_acc, cloud_counts=cloud_counts, pool_counts=pool_counts,

@@ -60,7 +60,7 @@ def test_intervals_and_open_ones_close_at_the_end():
     tl = timeline(LOG)
     assert tl.outages == {"b": [Interval(100, 300, "down")], "a": [Interval(800, 1000, "slow")]}
     assert tl.maintenance == {"a": [Interval(400, 600, "maintenance")], "b": [Interval(900, 1000, "maintenance")]}
-    assert tl.backoff == {"b": [Interval(150, 450, "backoff")], "a": [Interval(950, 1000, "backoff")]}
+    assert tl.backoff == {"b": [Interval(150, 450, "failing")], "a": [Interval(950, 1000, "slow")]}
     assert [c[1:3] for c in tl.status_changes] == [("b", "backoff"), ("b", "probing"), ("a", "backoff")]
     assert (tl.start, tl.end, tl.time_base) == (0, 1000, "sim")
 
