@@ -74,9 +74,10 @@ def _all(intervals: Mapping[str, list[Interval]]) -> list[Interval]:
     return [i for cloud in sorted(intervals) for i in intervals[cloud]]
 
 
-def plot_timeline(tl: Timeline) -> bytes:
-    """(a) Per pool: ready, booting, allocated (and abandoned) VMs over time, with outages (red),
-    maintenance (grey) and backoff periods (orange, hatched) marked; below, one row per cloud."""
+def plot_timeline(tl: Timeline, *, note: str = "") -> bytes:
+    """(a) Per pool: ready, booting, allocated (and abandoned) VMs over time, outages (red) and
+    maintenance (grey) shaded; below, one row per cloud with its outages, maintenance and backoffs.
+    `note` (e.g. how the series was sampled) goes in each pool's title."""
     pools = sorted(tl.pools)
     clouds = sorted(set(tl.outages) | set(tl.maintenance) | set(tl.backoff))
     n_rows = max(1, len(pools)) + (1 if clouds else 0)
@@ -101,35 +102,37 @@ def plot_timeline(tl: Timeline) -> bytes:
                 continue
             shown.add(state)
             ax.plot(x, y, drawstyle="steps-post", color=STATE_COLORS[state], linewidth=1.0)
-        _bands(ax, outages, t0, unit, min_width, OUTAGE_COLOR, 0.18)
-        _bands(ax, maint, t0, unit, min_width, MAINT_COLOR, 0.22)
-        _bands(ax, backoff, t0, unit, min_width, BACKOFF_COLOR, 0.12, hatch="//")
+        # Outages and maintenance shade every pool; backoffs (frequent, short) only in the cloud rows,
+        # where they would otherwise bury the rest.
+        _bands(ax, maint, t0, unit, min_width, MAINT_COLOR, 0.25)
+        _bands(ax, outages, t0, unit, min_width, OUTAGE_COLOR, 0.22)
         ax.set_ylabel("VMs")
-        ax.set_title(f"pool {pool}", loc="left", fontsize=10)
+        ax.set_title(f"pool {pool}{note}", loc="left", fontsize=10)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
     handles: list[Any] = [Line2D([], [], color=STATE_COLORS[st], linewidth=1.5) for st in STATES if st in shown]
     labels = [st for st in STATES if st in shown]
-    for color, label, alpha, hatch, items in ((OUTAGE_COLOR, "outage", 0.18, None, outages),
-                                              (MAINT_COLOR, "maintenance", 0.22, None, maint),
-                                              (BACKOFF_COLOR, "backoff", 0.12, "//", backoff)):
+    for color, label, items in ((OUTAGE_COLOR, "outage / slow", outages), (MAINT_COLOR, "maintenance", maint),
+                                (BACKOFF_COLOR, "backed off", backoff)):
         if items:
-            handles.append(Patch(facecolor=color, alpha=alpha, hatch=hatch, edgecolor=color))
+            handles.append(Patch(facecolor=color, alpha=0.6, edgecolor="none"))
             labels.append(label)
     if handles:
         fig.legend(handles, labels, loc="outside upper center", fontsize=8, ncol=len(labels), frameon=False)
     if clouds:
         ax = axes[-1]
+        # One row per cloud in three lanes (outage, maintenance, backoff), so none hides another.
         for row, cloud in enumerate(clouds):
-            for items, color, alpha, hatch in ((tl.maintenance.get(cloud, []), MAINT_COLOR, 0.6, None),
-                                               (tl.backoff.get(cloud, []), BACKOFF_COLOR, 0.85, "//"),
-                                               (tl.outages.get(cloud, []), OUTAGE_COLOR, 0.8, None)):
+            for lane, (items, color) in enumerate(((tl.outages.get(cloud, []), OUTAGE_COLOR),
+                                                   (tl.maintenance.get(cloud, []), MAINT_COLOR),
+                                                   (tl.backoff.get(cloud, []), BACKOFF_COLOR))):
                 if items:
-                    ax.broken_barh(_spans(items, t0, unit, min_width), (row - 0.35, 0.7), facecolors=color, alpha=alpha,
-                                   hatch=hatch, edgecolor=color if hatch else "none", linewidth=0)
+                    ax.broken_barh(_spans(items, t0, unit, min_width), (row + 0.2 - lane * 0.25, 0.22),
+                                   facecolors=color, edgecolor="none", linewidth=0)
         ax.set_yticks(range(len(clouds)), clouds)
         ax.set_ylim(-0.6, len(clouds) - 0.4)
-        ax.set_title("clouds: outages (red), maintenance (grey), backoff (orange)", loc="left", fontsize=10)
+        ax.set_title("clouds: outage or slow period (red), maintenance (grey), backed off by the policy (orange)",
+                     loc="left", fontsize=10)
         ax.grid(True, axis="x", alpha=0.3)
     axes[-1].set_xlim(0, x_end)
     axes[-1].set_xlabel(xlabel)

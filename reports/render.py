@@ -34,6 +34,13 @@ def _timeline_step(sc: Scan) -> float | None:
     return max((sc.end - sc.start) / plots.MAX_POINTS, 1e-3)
 
 
+def _duration(seconds: float) -> str:
+    for unit, name in ((86400.0, "d"), (3600.0, "h"), (60.0, "min")):
+        if seconds >= unit:
+            return f"{seconds / unit:.3g} {name}"
+    return f"{seconds:.3g} s"
+
+
 def _facts(sc: Scan, metrics: Mapping[str, Any]) -> list[tuple[str, Any]]:
     h = sc.header
     facts: list[tuple[str, Any]] = []
@@ -61,7 +68,9 @@ def build_html(sc: Scan, *, title: str, metrics: Mapping[str, Any] | None = None
                extra_sections: Sequence[Section] = ()) -> str:
     """The report page from a `scan(..., record=True)`; `extra_sections` go after the standard ones."""
     m = metrics if metrics is not None else metrics_from_scan(sc)
-    tl = timeline_from_scan(sc, _timeline_step(sc))
+    step = _timeline_step(sc)
+    tl = timeline_from_scan(sc, step, agg="max")
+    note = "" if step is None else f"  (most VMs in each {_duration(step)})"
     waits = [w for pool in sorted(sc.waits) for w in sc.waits[pool]]
     per_cloud = m.get("per_cloud") or {}
     per_pool = m.get("per_pool") or {}
@@ -85,9 +94,10 @@ def build_html(sc: Scan, *, title: str, metrics: Mapping[str, Any] | None = None
           v["wait_s"]["max"], v["launches"], *(v["vm_hours"][s] for s in STATES), v["vm_hours"]["total"],
           v["cost"]] for p, v in sorted(per_pool.items())])))
 
-    sections.append(Section("VMs per pool over time", image(plots.plot_timeline(tl), "VMs per pool over time")
-                            + '<p class="note">Red bands: cloud outages or slow periods; grey: planned maintenance; '
-                              "orange hatched: the policy backed a cloud off.</p>"))
+    sections.append(Section("VMs per pool over time",
+                            image(plots.plot_timeline(tl, note=note), "VMs per pool over time")
+                            + '<p class="note">Red: cloud outages or slow periods; grey: planned maintenance; '
+                              "orange: the policy backed a cloud off.</p>"))
     sections.append(Section("Wait from request to VM",
                             image(plots.plot_waits(waits, lookup(m, ("wait_s", "p95"))), "wait-time distribution")))
     sections.append(Section("VM-hours by state per cloud",

@@ -325,19 +325,23 @@ class Timeline:
     status_changes: list[tuple[float, str, str, str]]
 
 
-def timeline(events: Iterable[Event], step_s: float | None = None) -> Timeline:
+def timeline(events: Iterable[Event], step_s: float | None = None, *, agg: str = "sample") -> Timeline:
     """Per pool ready/booting/allocated/abandoned counts, and cloud intervals, from `events`.
 
-    With `step_s` None the series holds the exact change points; otherwise the step function is
-    sampled every `step_s` seconds from the log's start to its end (inclusive).
+    With `step_s` None the series holds the exact change points. Otherwise there is one point every
+    `step_s` seconds from the log's start to its end (inclusive): with `agg="sample"` the count at
+    that instant, with `agg="max"` the most there were from that instant to the next point (a
+    year on a page at a few hours a point keeps its peaks).
     """
-    return timeline_from_scan(scan(events, record=True), step_s)
+    return timeline_from_scan(scan(events, record=True), step_s, agg=agg)
 
 
-def timeline_from_scan(sc: Scan, step_s: float | None = None) -> Timeline:
+def timeline_from_scan(sc: Scan, step_s: float | None = None, *, agg: str = "sample") -> Timeline:
     """`timeline` from a `scan(..., record=True)` already made (the report makes one pass)."""
     if step_s is not None and not step_s > 0:
         raise ValueError(f"step_s must be positive, got {step_s!r}")
+    if agg not in ("sample", "max"):
+        raise ValueError(f"agg must be 'sample' or 'max', got {agg!r}")
     pools: dict[str, PoolSeries] = {}
     for pool in sorted(set(sc.pool_acc) | set(sc.changes)):
         ts_l, frm_l, to_l = sc.changes.get(pool, ([], [], []))
@@ -361,6 +365,8 @@ def timeline_from_scan(sc: Scan, step_s: float | None = None) -> Timeline:
             if n:
                 idx = np.searchsorted(ts, t_out, side="right") - 1
                 c_out = np.where((idx >= 0)[:, None], counts[np.maximum(idx, 0)], 0)
+                if agg == "max":
+                    c_out = np.maximum(c_out, _max_between(ts, counts, t_out))
             else:
                 c_out = np.zeros((len(t_out), 4), dtype=np.int64)
         pools[pool] = PoolSeries(t=t_out, booting=c_out[:, BOOTING], ready=c_out[:, READY],
@@ -368,3 +374,17 @@ def timeline_from_scan(sc: Scan, step_s: float | None = None) -> Timeline:
     time_base = str(sc.header.get("time_base") or "sim")
     return Timeline(start=sc.start, end=sc.end, time_base=time_base, pools=pools, outages=sc.outages,
                     maintenance=sc.maintenance, backoff=sc.backoff, status_changes=sc.status_changes)
+
+
+def _max_between(ts: np.ndarray, counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Per edge k, the column-wise max of the counts changed strictly between edges k and k+1 (0 if none).
+
+    One `maximum.reduceat` over interleaved (first, past-last) index pairs; empty ranges are masked.
+    """
+    first = np.searchsorted(ts, edges, side="right")
+    past = np.searchsorted(ts, np.append(edges[1:], np.inf), side="left")
+    padded = np.vstack((counts, np.zeros((1, counts.shape[1]), dtype=counts.dtype)))
+    pairs = np.empty(2 * len(edges), dtype=np.int64)
+    pairs[0::2], pairs[1::2] = first, np.maximum(past, first)
+    inner = np.maximum.reduceat(padded, pairs, axis=0)[0::2]
+    return np.where((past > first)[:, None], inner, 0)

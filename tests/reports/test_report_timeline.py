@@ -86,3 +86,34 @@ def test_counts_never_negative_on_a_random_log():
         assert series.min() >= 0
     live = s.booting + s.ready + s.allocated + s.abandoned
     assert live.max() <= 20
+
+
+def test_max_per_step_keeps_short_peaks():
+    # Three VMs booting for 10 s between samples: sampling misses them, the max does not.
+    log = [E(0, "run", end=300)] + [E(100 + i, "launch", "p", "a", f"v{i}") for i in range(3)] + \
+          [E(110, "boot_failed", "p", "a", f"v{i}") for i in range(3)] + \
+          [E(200, "launch", "p", "a", "w"), E(250, "ready", "p", "a", "w")]
+    sampled = timeline(log, step_s=100).pools["p"]
+    peaks = timeline(log, step_s=100, agg="max").pools["p"]
+    assert sampled.t.tolist() == peaks.t.tolist() == [0, 100, 200, 300]
+    assert sampled.booting.tolist() == [0, 1, 1, 0]
+    assert peaks.booting.tolist() == [0, 3, 1, 0]
+    assert peaks.ready.tolist() == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="agg"):
+        timeline(log, step_s=100, agg="mean")
+
+
+def test_max_matches_brute_force_on_a_random_log():
+    rng = np.random.default_rng(11)
+    kinds = ["launch", "ready", "assign", "terminate"]
+    log = [E(float(t), str(rng.choice(kinds)), "p", "a", f"v{rng.integers(15)}")
+           for t in sorted(rng.integers(0, 5000, 400))]
+    exact = timeline(log).pools["p"]
+    peaks = timeline(log, step_s=250, agg="max").pools["p"]
+    for k, t0 in enumerate(peaks.t):
+        # the exact step function's values in [t0, t0 + 250)
+        i = np.searchsorted(exact.t, t0, side="right") - 1
+        j = np.searchsorted(exact.t, t0 + 250, side="left")
+        for state in ("booting", "ready", "allocated"):
+            values = getattr(exact, state)[max(i, 0):max(j, i + 1)]
+            assert getattr(peaks, state)[k] == values.max(), (k, state)
