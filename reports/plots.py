@@ -17,6 +17,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import StrMethodFormatter
 
 from reports.timeline import STATES, Interval, Timeline
 
@@ -167,8 +168,8 @@ def plot_waits(waits: Sequence[float], p95: float | None) -> bytes:
     cdf.set_ylabel("share of requests served within")
     if p95 is not None:
         ax.axvline(p95, color=OUTAGE_COLOR, linestyle="--", linewidth=1.2)
-        ax.text(p95, 0.98, f" p95 = {p95:.4g} s", color=OUTAGE_COLOR, transform=ax.get_xaxis_transform(),
-                va="top", fontsize=9)
+        ax.text(p95, 0.5, f" p95 = {p95:.4g} s", color=OUTAGE_COLOR, transform=ax.get_xaxis_transform(),
+                va="center", fontsize=9, backgroundcolor="white")
     ax.set_title(f"{len(w):,} assignments; {zero:.1%} waited 0 s (a ready VM was there)", loc="left", fontsize=10)
     return to_png(fig)
 
@@ -188,6 +189,8 @@ def plot_vm_hours(per_cloud: Mapping[str, Mapping[str, Any]]) -> bytes:
         ax.bar(clouds, h, bottom=bottom, color=STATE_COLORS[state], label=state, width=0.6)
         bottom += h
     ax.set_ylabel("VM-hours")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title("VM-hours by state per cloud", loc="left", fontsize=10)
