@@ -199,3 +199,13 @@ def test_check_event(event, reason):
         assert got is None
     else:
         assert got is not None and reason in got
+
+
+def test_metrics_do_not_load_matplotlib():
+    # The twin's compare loop imports reports for metrics only; plotting loads on first use.
+    import subprocess
+    import sys
+
+    code = ("import sys, reports; reports.compute_metrics([]); assert 'matplotlib' not in sys.modules; "
+            "assert callable(reports.write_outputs) and callable(reports.render_report)")
+    subprocess.run([sys.executable, "-c", code], check=True)
