@@ -329,6 +329,23 @@ def _pool(ctx: _Ctx, raw: Any, path: str, clouds: set[str]) -> tuple[PoolConfig,
 # Sections other parts of daaas add to scenarios; each registers a validator here at import time of
 # its own module (e.g. the trace replay and the facility calendar), so this schema stays the only one.
 EXTRA_SECTIONS: dict[str, Callable[[_Ctx, Any, str], Any]] = {}
+# The same for sections inside `policy:` (e.g. `policy.predictive`); results go to `extra["policy.<key>"]`.
+POLICY_SECTIONS: dict[str, Callable[[_Ctx, Any, str], Any]] = {}
+# Modules that register such sections, imported when a scenario is first validated (not at import
+# time of this module, which they import themselves).
+EXTENSIONS = ("twin.trace", "twin.calendar", "twin.predictive")
+
+
+def _load_extensions() -> None:
+    import importlib
+
+    for name in EXTENSIONS:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+
 
 _TOP_ALLOWED = ["name", "description", "seed", "duration", "start_weekday", "agent_heartbeat", "policy",
                 "clouds", "pools"]
@@ -337,7 +354,13 @@ _TOP_ALLOWED = ["name", "description", "seed", "duration", "start_weekday", "age
 def validate(raw: Any, *, source: str) -> Scenario:
     """Validate a parsed YAML document into a `Scenario`, or raise `ScenarioError`."""
     ctx = _Ctx(source)
+    _load_extensions()
     m = _mapping(ctx, raw, "", [*_TOP_ALLOWED, *EXTRA_SECTIONS], required=["clouds", "pools"])
+    policy_raw, policy_extra = m.get("policy"), {}
+    if isinstance(policy_raw, dict):
+        policy_extra = {f"policy.{k}": fn(ctx, policy_raw[k], f"policy.{k}") for k, fn in POLICY_SECTIONS.items()
+                        if k in policy_raw}
+        policy_raw = {k: v for k, v in policy_raw.items() if k not in POLICY_SECTIONS}
     clouds, sims = [], []
     for i, c in enumerate(_list(ctx, m["clouds"], "clouds")):
         cfg, sim = _cloud(ctx, c, f"clouds[{i}]")
@@ -357,14 +380,14 @@ def validate(raw: Any, *, source: str) -> Scenario:
         demand[pool.name] = d
     if not pools:
         raise ctx.fail("pools", "at least one pool is needed")
-    extra = {k: fn(ctx, m[k], k) for k, fn in EXTRA_SECTIONS.items() if k in m}
+    extra = {k: fn(ctx, m[k], k) for k, fn in EXTRA_SECTIONS.items() if k in m} | policy_extra
     return Scenario(
         name=_string(ctx, m.get("name", Path(source).stem), "name"),
         source=source,
         seed=_number(ctx, m.get("seed", 1), "seed", integer=True),
         duration_s=_duration(ctx, m.get("duration", "7d"), "duration", positive=True),
         start_weekday=_number(ctx, m.get("start_weekday", 0), "start_weekday", integer=True, maximum=6),
-        config=Config(pools=tuple(pools), clouds=tuple(clouds), policy=_policy(ctx, m.get("policy"))),
+        config=Config(pools=tuple(pools), clouds=tuple(clouds), policy=_policy(ctx, policy_raw)),
         clouds=tuple(sims), demand=demand,
         agent_heartbeat_s=_duration(ctx, m.get("agent_heartbeat", 900), "agent_heartbeat", positive=True),
         description=str(m.get("description", "")), extra=extra)
