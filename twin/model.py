@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import simpy
@@ -81,13 +81,15 @@ class Twin:
     def __init__(self, scenario: Scenario, *, config: Config | None = None,
                  sizer: Callable[[Snapshot], dict[str, int] | None] | None = None,
                  progress: Callable[[float], None] | None = None, skip_idle_passes: bool = True,
-                 env: simpy.Environment | None = None):
+                 env: simpy.Environment | None = None, arrivals: Mapping[str, Iterable[Arrival]] | None = None):
         self.scenario = scenario
         self.config = config or scenario.config
         self.env = env if env is not None else simpy.Environment()
         self.events: list[Event] = []
         self._sizer = sizer
         self._progress = progress
+        # Pools whose demand comes from elsewhere (a trace replay) instead of the generator.
+        self._given_arrivals = dict(arrivals or {})
         master = random.Random(scenario.seed)
         self._demand_seeds = {p.name: master.getrandbits(64) for p in self.config.pools}
         self.clouds: dict[str, SimCloud] = {}
@@ -122,11 +124,8 @@ class Twin:
             "pools": [p.name for p in self.config.pools],
             "maintenance": {c.name: [[w.start, w.end] for w in c.maintenance] for c in self.config.clouds
                             if c.maintenance}})
-        for pool in self.config.pools:
-            spec = sc.demand[pool.name]
-            rng = random.Random(self._demand_seeds[pool.name])
-            self.env.process(self._arrive(arrivals(pool.name, spec, rng, duration_s=sc.duration_s,
-                                                   start_weekday=sc.start_weekday)))
+        for stream in self.demand_streams().values():
+            self.env.process(self._arrive(stream))
         for c in self.config.clouds:
             for w in c.maintenance:
                 self._at(w.start, lambda c=c.name, w=w: self._emit(ev.MAINTENANCE_START, cloud=c,
@@ -139,7 +138,37 @@ class Twin:
         self.env.run(until=sc.duration_s)
         return self.events
 
-    def _arrive(self, stream: Iterator[Arrival]) -> Iterator[simpy.Event]:
+    def demand_streams(self) -> dict[str, Iterable[Arrival]]:
+        """Each pool's arrivals as this twin will replay them: given ones (a trace), else the generator's."""
+        sc, out = self.scenario, {}
+        for pool in self.config.pools:
+            if pool.name in self._given_arrivals:
+                out[pool.name] = self._given_arrivals[pool.name]
+                continue
+            rng = random.Random(self._demand_seeds[pool.name])
+            out[pool.name] = arrivals(pool.name, sc.demand[pool.name], rng, duration_s=sc.duration_s,
+                                      start_weekday=sc.start_weekday)
+        return out
+
+    def set_sizer(self, sizer: Callable[[Snapshot], dict[str, int] | None] | None) -> None:
+        """Install the reserve sizer (before `run`); one with `next_change(now)` also sets pass wakeups."""
+        self._sizer = sizer
+
+    def launch_at(self, t: float, pool: str, reason: str = "oracle") -> None:
+        """Launch one VM of `pool` at time `t` outside the policy (the clairvoyant oracle's launches),
+        on the best launchable cloud then, failing over like policy launches."""
+        def go() -> None:
+            usable = launchable_clouds(self.config, self._memory, self.env.now)
+            ranked = rank_clouds(self._pools[pool], self.config, usable)
+            if ranked:
+                self._launch(Launch(pool=pool, cloud=ranked[0].name, reason=reason), set())
+        self._at(t, go)
+
+    def emit(self, kind: str, **fields) -> None:
+        """Log an event from outside the controller (e.g. the predictive sizer's policy notes)."""
+        self._emit(kind, **fields)
+
+    def _arrive(self, stream: Iterable[Arrival]) -> Iterator[simpy.Event]:
         env = self.env
         for a in stream:
             yield env.timeout(a.t - env.now)
@@ -206,6 +235,10 @@ class Twin:
         self._surplus = {n.pool for n in decision.needs if n.available > n.target}
         if self._skip:
             self._next_due = self._wakeup(self.snapshot() if decision.actions else snap)
+            # A sizer whose targets change with time (a forecast per hour) needs a pass when they do.
+            change = getattr(self._sizer, "next_change", None)
+            if change is not None:
+                self._next_due = min(self._next_due, change(snap.now))
 
     def _wakeup(self, snap: Snapshot) -> float:
         return next_wakeup(snap, self.config, self._memory.clouds, self._surplus, dues=self._memory.vm_dues)
@@ -420,5 +453,13 @@ class Twin:
 
 
 def build_twin(scenario: Scenario, **kwargs) -> Twin:
-    """The one factory that wires a scenario's world."""
-    return Twin(scenario, **kwargs)
+    """The one factory that wires a scenario's world (with its trace replay and predictive sizer, if any)."""
+    if "trace" in scenario.extra and "arrivals" not in kwargs:
+        from twin.trace import trace_arrivals
+        kwargs["arrivals"] = trace_arrivals(scenario)
+    twin = Twin(scenario, **kwargs)
+    predictive = scenario.extra.get("policy.predictive")
+    if predictive is not None and predictive.enabled and kwargs.get("sizer") is None:
+        from twin.predictive import PredictiveSizer
+        twin.set_sizer(PredictiveSizer(scenario, predictive, emit=twin.emit))
+    return twin
