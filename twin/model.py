@@ -229,7 +229,8 @@ class Twin:
         self.passes += 1
         snap = self.snapshot()
         targets = self._sizer(snap) if self._sizer else None
-        decision = decide(snap, self.config, self._memory, targets=targets)
+        locations = getattr(self._sizer, "locations", None)  # where a forecast says demand comes from
+        decision = decide(snap, self.config, self._memory, targets=targets, locations=locations)
         self._memory = decision.memory
         self._apply(decision)
         self._surplus = {n.pool for n in decision.needs if n.available > n.target}
