@@ -1,0 +1,347 @@
+"""Predictive sizing: reserves from a forecast of arrivals instead of a fixed `min_ready`.
+
+Pure: hourly request counts in (the shell accumulates them from its own log), targets out. Per
+pool, a Holt-Winters model (statsmodels, additive daily seasonality) is fitted to the last
+`window_s` of history after removing a day-of-week shape (with a week or more of history) and the
+effect of the facility calendar (beam-times: a multiplier learned from past calendar hours, else the
+planner's declared one). The model is refitted on a fixed schedule (`refit_s`, aligned to multiples
+of it), never per pass: the fit lives in `ForecastMemory`, passed in and out.
+
+Each pool's reserve for an hour is a quantile of a Poisson count at the forecast mean of arrivals
+within the lead time (the pool's expected boot plus `lead_buffer_s`): with a reserve R kept topped
+up, an arriving user waits when R or more others arrived within the last lead time, so
+P(wait) = P(N >= R). The quantile's level differs by hour: the sizer spends the pool's budget of
+waits, (1 - `service_level`) of the arrivals forecast over the coming day, where a ready VM costs the
+most per wait avoided (quiet hours), by a Lagrange multiplier found by bisection. A fixed level per
+hour would either keep a VM idle all night for one arrival or never keep one at a quiet pool. The
+reserve is never below the floor, and switches to the next hour's reserve one lead time before that
+hour starts, so VMs are ready when its demand comes. With less than `min_history_s` of history a pool falls back to the
+reactive reserve, and the sizing says so in its notes.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from core.config import Config, PoolConfig
+from core.placement import rank_clouds
+
+HOUR, DAY, WEEK = 3600.0, 86400.0, 604800.0
+
+
+@dataclass(frozen=True)
+class PredictiveConfig:
+    """`policy.predictive` in a scenario (or the live config)."""
+
+    enabled: bool = False
+    service_level: float = 0.95  # P(arrivals within the lead time <= reserve)
+    lead_buffer_s: float = 60.0  # added to the pool's expected boot time
+    refit_s: float = 6 * HOUR
+    window_s: float = 14 * DAY  # history the model is fitted on
+    min_history_s: float = DAY  # less than this: the reactive reserve
+    shadow: bool = False  # only log what the forecast would do; the reactive reserve acts
+    floor: int | None = None  # the least reserve; None: each pool's min_ready
+    smoothing_level: float = 0.2  # Holt-Winters level and seasonal smoothing (fixed: fitting is per refit)
+    smoothing_seasonal: float = 0.3
+
+
+@dataclass(frozen=True)
+class CalendarEntry:
+    """A scheduled beam-time or experiment of one pool: more demand is expected from `start` to `end`."""
+
+    pool: str
+    start: float
+    end: float
+    factor: float = 2.0  # the planner's expectation, used until past calendar hours teach a factor
+    name: str = ""
+
+    def covers(self, t: float) -> bool:
+        return self.start <= t < self.end
+
+
+@dataclass(frozen=True)
+class DemandHistory:
+    """One pool's request counts per hour, complete hours only; bucket i covers `start + i h`."""
+
+    pool: str
+    start: float
+    counts: tuple[int, ...]
+    locations: tuple[tuple[str, int], ...] = ()  # requests per user location over the same span
+
+
+@dataclass(frozen=True)
+class PoolForecast:
+    """A fitted forecast: expected arrivals in each hour from `start`."""
+
+    pool: str
+    fitted_at: float
+    start: float
+    rates: tuple[float, ...]
+    locations: tuple[tuple[str, float], ...] = ()
+    calendar_factor: float = 1.0
+    method: str = "holt-winters"
+    reserves: tuple[int, ...] = ()  # the reserve for each hour of `rates` (see `plan_reserves`)
+
+    def rate_at(self, t: float) -> float | None:
+        i = int((t - self.start) // HOUR)
+        return self.rates[i] if 0 <= i < len(self.rates) else None
+
+    def reserve_at(self, t: float) -> int | None:
+        i = int((t - self.start) // HOUR)
+        return self.reserves[i] if 0 <= i < len(self.reserves) else None
+
+
+@dataclass(frozen=True)
+class ForecastMemory:
+    """What the predictive sizer carries between passes: the fits and when to refit."""
+
+    forecasts: Mapping[str, PoolForecast] = field(default_factory=dict)
+    fallback: frozenset[str] = frozenset()  # pools on the reactive reserve (too little history)
+    next_refit: float = -math.inf
+
+
+@dataclass(frozen=True)
+class Note:
+    """A line for the event log (a `policy` event)."""
+
+    pool: str
+    message: str
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """One pass of the predictive sizer."""
+
+    targets: Mapping[str, int]  # reserve per pool (fallback pools: their floor of min_ready)
+    locations: Mapping[str, tuple[tuple[str, float], ...]]  # where each pool's demand comes from
+    memory: ForecastMemory
+    notes: tuple[Note, ...] = ()
+    next_change: float = math.inf  # when targets may change next (hour boundaries, lead points, refits)
+
+
+def needs_refit(memory: ForecastMemory, now: float) -> bool:
+    """Whether a pass at `now` refits (the first pass at or after each aligned refit time)."""
+    return now >= memory.next_refit
+
+
+def refit_boundary(now: float, cfg: PredictiveConfig) -> float:
+    """The latest aligned refit time at or before `now`: history is taken up to it."""
+    return math.floor(now / cfg.refit_s) * cfg.refit_s
+
+
+def poisson_quantile(mean: float, level: float) -> int:
+    """The least k with P(Poisson(mean) <= k) >= level."""
+    if mean <= 0:
+        return 0
+    p = math.exp(-mean)
+    cdf, k = p, 0
+    while cdf < level and k < 10_000:
+        k += 1
+        p *= mean / k
+        cdf += p
+    return k
+
+
+def wait_probability(mean_in_lead: float, reserve: int) -> float:
+    """P(Poisson(mean) >= reserve): the chance an arrival finds the reserve used up."""
+    if reserve <= 0:
+        return 1.0
+    p = math.exp(-mean_in_lead)
+    cdf = p
+    for k in range(1, reserve):
+        p *= mean_in_lead / k
+        cdf += p
+    return max(0.0, 1.0 - cdf)
+
+
+def plan_reserves(rates: Sequence[float], lead_s: float, service_level: float, *, floor: int = 0,
+                  cap: int = 1000) -> tuple[int, ...]:
+    """A reserve per hour so that the expected share of arrivals that wait is at most 1 - level.
+
+    Minimises idle reserve-hours + mu x expected waits hour by hour, with the multiplier mu found by
+    bisection so the waits fit the budget: quiet hours are where waits are cheapest to allow.
+    """
+    rates = [max(0.0, r) for r in rates]
+    total = sum(rates)
+    if not rates:
+        return ()
+    budget = (1.0 - service_level) * total
+    lead_h = lead_s / HOUR
+    top = [max(floor, min(cap, poisson_quantile(r * lead_h, 1.0 - 1e-4) + 1)) for r in rates]
+
+    def choose(mu: float) -> tuple[list[int], float]:
+        out, waits = [], 0.0
+        for r, hi in zip(rates, top, strict=True):
+            best, best_cost, best_w = floor, math.inf, 0.0
+            for k in range(floor, hi + 1):
+                w = r * wait_probability(r * lead_h, k)
+                cost = k + mu * w
+                if cost < best_cost - 1e-12:
+                    best, best_cost, best_w = k, cost, w
+            out.append(best)
+            waits += best_w
+        return out, waits
+
+    lo, hi = 0.0, 1.0
+    plan, waits = choose(hi)
+    while waits > budget and hi < 1e9:
+        hi *= 4.0
+        plan, waits = choose(hi)
+    if waits > budget:
+        return tuple(plan)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        p, w = choose(mid)
+        if w > budget:
+            lo = mid
+        else:
+            hi, plan = mid, p
+    return tuple(plan)
+
+
+def lead_time_s(pool: PoolConfig, config: Config, cfg: PredictiveConfig) -> float:
+    """Expected boot on the cloud the pool launches on first, plus the buffer."""
+    ranked = rank_clouds(pool, config, {c.name for c in config.clouds})
+    boot = ranked[0].expected_boot_s if ranked else 120.0
+    return boot + cfg.lead_buffer_s
+
+
+def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horizon_h: int,
+             week_origin: float = 0.0, calendar: Sequence[CalendarEntry] = ()) -> PoolForecast:
+    """Fit one pool's model on its history and forecast `horizon_h` hours from the end of it.
+
+    `week_origin`: a time (in the history's time base) at which a week starts, Monday 00:00.
+    """
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    y = np.asarray(history.counts, dtype=float)
+    n = len(y)
+    t_hist = history.start + HOUR * np.arange(n)
+    t_next = history.start + HOUR * (n + np.arange(horizon_h))
+    cal = [c for c in calendar if c.pool == history.pool]
+    in_cal = _covered(t_hist, cal)
+    factor = _calendar_factor(y, t_hist, in_cal, cal)
+    adj = np.where(in_cal, y / factor, y)
+    dow = _weekday_shape(adj, t_hist, week_origin) if n >= 7 * 24 else np.ones(7)
+    wd_hist = _weekday(t_hist, week_origin)
+    adj = adj / dow[wd_hist]
+    if n >= 48:
+        model = ExponentialSmoothing(adj, trend=None, seasonal="add", seasonal_periods=24,
+                                     initialization_method="heuristic")
+        fit = model.fit(smoothing_level=cfg.smoothing_level, smoothing_seasonal=cfg.smoothing_seasonal,
+                        optimized=False)
+        base = np.asarray(fit.forecast(horizon_h), dtype=float)
+        method = "holt-winters"
+    else:  # one to two days: the last day's profile, lightly smoothed towards its mean
+        day = adj[-24:]
+        prof = 0.7 * day + 0.3 * day.mean()
+        base = np.array([prof[i % 24] for i in range(horizon_h)])
+        method = "seasonal-naive"
+    rates = np.clip(base, 0.0, None) * dow[_weekday(t_next, week_origin)]
+    rates = np.where(_covered(t_next, cal), rates * factor, rates)
+    total = sum(c for _, c in history.locations) or 0
+    locs = tuple((loc, c / total) for loc, c in history.locations if c) if total else ()
+    return PoolForecast(history.pool, now, float(t_next[0]) if horizon_h else history.start + n * HOUR,
+                        tuple(float(r) for r in rates), locs, float(factor), method)
+
+
+def _weekday(t: np.ndarray, week_origin: float) -> np.ndarray:
+    return (np.floor((t - week_origin) / DAY).astype(int)) % 7
+
+
+def _covered(t: np.ndarray, cal: Sequence[CalendarEntry]) -> np.ndarray:
+    out = np.zeros(len(t), dtype=bool)
+    for c in cal:
+        out |= (t >= c.start) & (t < c.end)
+    return out
+
+
+def _calendar_factor(y: np.ndarray, t: np.ndarray, in_cal: np.ndarray, cal: Sequence[CalendarEntry]) -> float:
+    """Demand in past calendar hours over the same hours of the day outside the calendar; else declared."""
+    if not cal:
+        return 1.0
+    if in_cal.sum() >= 3 and (~in_cal).sum() >= 24:
+        hod = ((t // HOUR) % 24).astype(int)
+        normal = np.array([y[~in_cal & (hod == h)].mean() if (~in_cal & (hod == h)).any() else np.nan
+                           for h in range(24)])
+        expected = normal[hod[in_cal]]
+        ok = ~np.isnan(expected)
+        if ok.any() and expected[ok].sum() > 0:
+            return max(0.1, float(y[in_cal][ok].sum() / expected[ok].sum()))
+    return max(c.factor for c in cal)
+
+
+def _weekday_shape(y: np.ndarray, t: np.ndarray, week_origin: float) -> np.ndarray:
+    """Relative demand per weekday, shrunk towards 1 where few hours were seen."""
+    wd = _weekday(t, week_origin)
+    mean = y.mean()
+    if mean <= 0:
+        return np.ones(7)
+    out = np.ones(7)
+    for d in range(7):
+        sel = y[wd == d]
+        k = 24.0  # one day's worth of prior weight on "no weekday effect"
+        out[d] = max(0.05, (sel.sum() + k * mean) / (len(sel) + k) / mean)
+    return out
+
+
+def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg: PredictiveConfig,
+                    memory: ForecastMemory | None = None, *, now: float, week_origin: float = 0.0,
+                    calendar: Sequence[CalendarEntry] = ()) -> Sizing:
+    """Reserves per pool from the forecast; refits (and notes it) when a refit time has come.
+
+    `histories` need only be current when `needs_refit(memory, now)`: hourly counts of complete
+    hours up to `refit_boundary(now, cfg)`, the last `cfg.window_s` of them.
+    """
+    memory = memory or ForecastMemory()
+    notes: list[Note] = []
+    if needs_refit(memory, now):
+        boundary = refit_boundary(now, cfg)
+        # The budget of waits is spread over a day ahead at least, so a quiet night does not take it all.
+        horizon = max(24, int(math.ceil(cfg.refit_s / HOUR)) + 2)
+        forecasts, fallback = {}, set()
+        for pool in config.pools:
+            h = histories.get(pool.name)
+            span = len(h.counts) * HOUR if h is not None else 0.0
+            if h is None or span < cfg.min_history_s:
+                fallback.add(pool.name)
+                notes.append(Note(pool.name, "forecast: too little history, reactive reserve (min_ready)",
+                                  {"history_h": span / HOUR, "needed_h": cfg.min_history_s / HOUR,
+                                   "fallback": "reactive", "min_ready": pool.min_ready}))
+                continue
+            f = fit_pool(h, cfg, now=now, horizon_h=horizon, week_origin=week_origin, calendar=calendar)
+            floor = pool.min_ready if cfg.floor is None else min(cfg.floor, pool.max_total)
+            f = replace(f, reserves=plan_reserves(f.rates, lead_time_s(pool, config, cfg), cfg.service_level,
+                                                  floor=floor, cap=pool.max_total))
+            forecasts[pool.name] = f
+            notes.append(Note(pool.name, "forecast: refitted", {
+                "history_h": span / HOUR, "method": f.method, "calendar_factor": round(f.calendar_factor, 3),
+                "next_hours": [round(r, 3) for r in f.rates[:6]]}))
+        memory = ForecastMemory(forecasts, frozenset(fallback), boundary + cfg.refit_s)
+    targets: dict[str, int] = {}
+    locations: dict[str, tuple[tuple[str, float], ...]] = {}
+    next_change = memory.next_refit
+    hour_end = (math.floor(now / HOUR) + 1) * HOUR
+    for pool in config.pools:
+        floor = pool.min_ready if cfg.floor is None else min(cfg.floor, pool.max_total)
+        f = memory.forecasts.get(pool.name)
+        if f is None:
+            targets[pool.name] = pool.min_ready
+            continue
+        lead = lead_time_s(pool, config, cfg)
+        switch = hour_end - lead  # from here on, the next hour's demand is what a launch now serves
+        reserve = f.reserve_at(now)
+        reserve = floor if reserve is None else reserve
+        if now >= switch:
+            reserve = max(reserve, f.reserve_at(hour_end) or 0)
+            next_change = min(next_change, hour_end)
+        else:
+            next_change = min(next_change, switch)
+        targets[pool.name] = min(pool.max_total, max(floor, reserve))
+        if f.locations:
+            locations[pool.name] = f.locations
+    return Sizing(targets, locations, memory, tuple(notes), next_change)

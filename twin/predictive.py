@@ -1,0 +1,150 @@
+"""The twin's shell around `core.forecast`: it counts requests per pool and hour from the snapshots
+it sees, passes that history to the pure sizer, keeps the sizer's memory, and logs its notes as
+`policy` events. Also the scenario's `policy.predictive` section.
+
+    policy:
+      predictive:
+        enabled: true
+        service_level: 0.95     # P(arrivals within the lead time <= reserve)
+        lead_buffer: 60s        # lead time = the pool's expected boot + this
+        refit: 6h               # refit period (aligned to multiples of it)
+        history: 14d            # fitted on the last this much
+        min_history: 24h        # less: the reactive reserve (said in the events)
+        floor: 0                # the least reserve (default: each pool's min_ready)
+        shadow: false           # true: only log what the forecast would do
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from core import events as ev
+from core.forecast import (
+    DAY,
+    HOUR,
+    CalendarEntry,
+    DemandHistory,
+    ForecastMemory,
+    PredictiveConfig,
+    needs_refit,
+    predict_targets,
+    refit_boundary,
+)
+from core.snapshot import Snapshot
+from twin.scenario import POLICY_SECTIONS, Scenario, _Ctx, _duration, _mapping, _number
+
+_KEYS = ["enabled", "service_level", "lead_buffer", "refit", "history", "min_history", "floor", "shadow"]
+
+
+class PredictiveSizer:
+    """`sizer(snapshot) -> targets` for `twin.model.Twin`, with `next_change` and `locations`."""
+
+    def __init__(self, scenario: Scenario, cfg: PredictiveConfig, *, emit: Callable[..., None] | None = None):
+        self.config = scenario.config
+        self.cfg = cfg
+        self.memory = ForecastMemory()
+        self.locations: dict[str, tuple[tuple[str, float], ...]] | None = None
+        # The week starts on Monday: sim time 0 is `start_weekday` days into it.
+        self.week_origin = -scenario.start_weekday * DAY
+        cal = scenario.extra.get("calendar")
+        self.calendar: tuple[CalendarEntry, ...] = tuple(cal.entries) if cal is not None else ()
+        self._emit = emit
+        self._seen: set[str] = set()
+        self._counts: dict[str, dict[int, int]] = {p.name: {} for p in self.config.pools}
+        self._locs: dict[str, dict[int, dict[str, int]]] = {p.name: {} for p in self.config.pools}
+        self._next_change = -math.inf
+        self._targets: dict[str, int] = {}
+        self._shown: dict[str, int] = {}
+
+    def observe(self, snapshot: Snapshot) -> None:
+        """Count requests not seen before (every request is pending in at least one snapshot)."""
+        for r in snapshot.requests:
+            if r.id in self._seen:
+                continue
+            self._seen.add(r.id)
+            h = int(r.requested_at // HOUR)
+            counts = self._counts.get(r.pool)
+            if counts is None:
+                continue
+            counts[h] = counts.get(h, 0) + 1
+            per = self._locs[r.pool].setdefault(h, {})
+            per[r.location] = per.get(r.location, 0) + 1
+
+    def histories(self, now: float) -> dict[str, DemandHistory]:
+        """Complete hours up to the refit boundary, the last `window` of them, from the first request on."""
+        end_h = int(refit_boundary(now, self.cfg) // HOUR)
+        out = {}
+        for pool, counts in self._counts.items():
+            if not counts:
+                continue
+            # History starts at the twin's start (hour 0), not at the first request: quiet hours count.
+            first = max(0, end_h - int(self.cfg.window_s // HOUR))
+            hours = range(first, end_h)
+            locs: dict[str, int] = {}
+            for h in hours:
+                for loc, c in self._locs[pool].get(h, {}).items():
+                    locs[loc] = locs.get(loc, 0) + c
+            out[pool] = DemandHistory(pool, first * HOUR, tuple(counts.get(h, 0) for h in hours),
+                                      tuple(sorted(locs.items())))
+        return out
+
+    def __call__(self, snapshot: Snapshot) -> dict[str, int] | None:
+        self.observe(snapshot)
+        now = snapshot.now
+        if now >= self._next_change:
+            hist = self.histories(now) if needs_refit(self.memory, now) else {}
+            sizing = predict_targets(hist, self.config, self.cfg, self.memory, now=now,
+                                     week_origin=self.week_origin, calendar=self.calendar)
+            self.memory = sizing.memory
+            self._next_change = sizing.next_change
+            self._targets = dict(sizing.targets)
+            if not self.cfg.shadow:
+                self.locations = dict(sizing.locations) or None
+            for note in sizing.notes:
+                self._note(note.pool, note.message, dict(note.details))
+            self._log_targets(now)
+        return None if self.cfg.shadow else self._targets
+
+    def next_change(self, now: float) -> float:
+        """When the targets may change next: the twin passes then even if nothing else is due."""
+        return self._next_change
+
+    def _log_targets(self, now: float) -> None:
+        for pool in self.config.pools:
+            t = self._targets.get(pool.name, pool.min_ready)
+            if self._shown.get(pool.name) != t:
+                self._shown[pool.name] = t
+                fallback = pool.name in self.memory.fallback
+                self._note(pool.name, "forecast: reserve" + (" (shadow)" if self.cfg.shadow else ""), {
+                    "target": t, "reactive": pool.min_ready, "shadow": self.cfg.shadow, "fallback": fallback})
+
+    def _note(self, pool: str, message: str, details: dict[str, Any]) -> None:
+        if self._emit is not None:
+            self._emit(ev.POLICY, pool=pool, details={"message": message, **details})
+
+
+def validate_predictive(ctx: _Ctx, raw: Any, path: str) -> PredictiveConfig:
+    m = _mapping(ctx, raw if raw is not None else {}, path, _KEYS)
+    for key in ("enabled", "shadow"):
+        if key in m and not isinstance(m[key], bool):
+            raise ctx.fail(f"{path}.{key}", f"expected true or false, got {m[key]!r}")
+    floor = m.get("floor")
+    cfg = PredictiveConfig(
+        enabled=m.get("enabled", True),
+        service_level=_number(ctx, m.get("service_level", 0.95), path + ".service_level", strict_min=True,
+                              maximum=0.9999),
+        lead_buffer_s=_duration(ctx, m.get("lead_buffer", 60), path + ".lead_buffer"),
+        refit_s=_duration(ctx, m.get("refit", "6h"), path + ".refit", positive=True),
+        window_s=_duration(ctx, m.get("history", "14d"), path + ".history", positive=True),
+        min_history_s=_duration(ctx, m.get("min_history", "24h"), path + ".min_history"),
+        shadow=m.get("shadow", False),
+        floor=None if floor is None else _number(ctx, floor, path + ".floor", integer=True))
+    if cfg.refit_s % HOUR:
+        raise ctx.fail(path + ".refit", "must be a whole number of hours")
+    if cfg.window_s < cfg.min_history_s:
+        raise ctx.fail(path + ".history", "must be at least min_history")
+    return cfg
+
+
+POLICY_SECTIONS["predictive"] = validate_predictive
