@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmp_.add_argument("--seed", type=int)
     cmp_.add_argument("-o", "--out", type=Path, help="also write compare.html and compare.json here")
     cmp_.set_defaults(func=cmd_compare)
+    __import__("cli.twin_extra").twin_extra.register_into(tsub)  # sweep and calibrate (issue 3)
     twin.set_defaults(func=lambda args: (twin.print_help(), 2)[1])
 
 
