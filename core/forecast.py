@@ -30,6 +30,7 @@ from core.config import Config, PoolConfig
 from core.placement import rank_clouds
 
 HOUR, DAY, WEEK = 3600.0, 86400.0, 604800.0
+SMOOTHING = np.array([1.0, 2.0, 3.0, 2.0, 1.0]) / 9.0  # over 5 hours, centred
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,9 @@ class PredictiveConfig:
     min_history_s: float = DAY  # less than this: the reactive reserve
     shadow: bool = False  # only log what the forecast would do; the reactive reserve acts
     floor: int | None = None  # the least reserve; None: each pool's min_ready
-    smoothing_level: float = 0.2  # Holt-Winters level and seasonal smoothing (fixed: fitting is per refit)
-    smoothing_seasonal: float = 0.3
+    per_pool_budget: bool = False  # each pool meets the service level alone (else: all requests together)
+    smoothing_level: float = 0.1  # Holt-Winters level and seasonal smoothing (fixed: fitting is per refit;
+    smoothing_seasonal: float = 0.1  # low, as hourly counts of a quiet pool are mostly noise)
 
 
 @dataclass(frozen=True)
@@ -160,47 +162,61 @@ def wait_probability(mean_in_lead: float, reserve: int) -> float:
 
 def plan_reserves(rates: Sequence[float], lead_s: float, service_level: float, *, floor: int = 0,
                   cap: int = 1000) -> tuple[int, ...]:
-    """A reserve per hour so that the expected share of arrivals that wait is at most 1 - level.
+    """A reserve per hour so that the expected share of arrivals that wait is at most 1 - level."""
+    return plan_reserves_jointly([(rates, lead_s, floor, cap)], service_level)[0]
+
+
+def plan_reserves_jointly(series: Sequence[tuple[Sequence[float], float, int, int]], service_level: float
+                          ) -> list[tuple[int, ...]]:
+    """Reserves per hour for several pools `(rates, lead_s, floor, cap)` sharing one budget of waits.
 
     Minimises idle reserve-hours + mu x expected waits hour by hour, with the multiplier mu found by
-    bisection so the waits fit the budget: quiet hours are where waits are cheapest to allow.
+    bisection so the expected waits fit (1 - level) of all forecast arrivals: the waits go where a
+    ready VM would avoid the fewest (quiet hours of quiet pools), whichever pool that is.
     """
-    rates = [max(0.0, r) for r in rates]
-    total = sum(rates)
-    if not rates:
-        return ()
+    options: list[list[list[tuple[int, float]]]] = []  # per series, per hour: (reserve, expected waits)
+    total = 0.0
+    for rates, lead_s, floor, cap in series:
+        lead_h = lead_s / HOUR
+        hours = []
+        for r in rates:
+            r = max(0.0, r)
+            total += r
+            hi = max(floor, min(cap, poisson_quantile(r * lead_h, 1.0 - 1e-4) + 1))
+            hours.append([(k, r * wait_probability(r * lead_h, k)) for k in range(floor, hi + 1)])
+        options.append(hours)
     budget = (1.0 - service_level) * total
-    lead_h = lead_s / HOUR
-    top = [max(floor, min(cap, poisson_quantile(r * lead_h, 1.0 - 1e-4) + 1)) for r in rates]
 
-    def choose(mu: float) -> tuple[list[int], float]:
-        out, waits = [], 0.0
-        for r, hi in zip(rates, top, strict=True):
-            best, best_cost, best_w = floor, math.inf, 0.0
-            for k in range(floor, hi + 1):
-                w = r * wait_probability(r * lead_h, k)
-                cost = k + mu * w
-                if cost < best_cost - 1e-12:
-                    best, best_cost, best_w = k, cost, w
-            out.append(best)
-            waits += best_w
-        return out, waits
+    def choose(mu: float) -> tuple[list[tuple[int, ...]], float]:
+        plans, waits = [], 0.0
+        for hours in options:
+            plan = []
+            for opts in hours:
+                k, w = min(opts, key=lambda o: (o[0] + mu * o[1], o[0]))
+                plan.append(k)
+                waits += w
+            plans.append(tuple(plan))
+        return plans, waits
 
     lo, hi = 0.0, 1.0
-    plan, waits = choose(hi)
+    plans, waits = choose(hi)
     while waits > budget and hi < 1e9:
         hi *= 4.0
-        plan, waits = choose(hi)
+        plans, waits = choose(hi)
     if waits > budget:
-        return tuple(plan)
+        return plans
     for _ in range(40):
         mid = (lo + hi) / 2
         p, w = choose(mid)
         if w > budget:
             lo = mid
         else:
-            hi, plan = mid, p
-    return tuple(plan)
+            hi, plans = mid, p
+    return plans
+
+
+def _floor(pool: PoolConfig, cfg: PredictiveConfig) -> int:
+    return pool.min_ready if cfg.floor is None else min(cfg.floor, pool.max_total)
 
 
 def lead_time_s(pool: PoolConfig, config: Config, cfg: PredictiveConfig) -> float:
@@ -229,6 +245,10 @@ def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horiz
     dow = _weekday_shape(adj, t_hist, week_origin) if n >= 7 * 24 else np.ones(7)
     wd_hist = _weekday(t_hist, week_origin)
     adj = adj / dow[wd_hist]
+    # Hourly counts of a quiet pool are mostly Poisson noise: smooth over neighbouring hours first, or
+    # the seasonal terms learn single arrivals (one hour 2, the next 0) and the reserve follows them.
+    if n >= 5:
+        adj = np.convolve(np.pad(adj, 2, mode="edge"), SMOOTHING, mode="valid")
     if n >= 48:
         model = ExponentialSmoothing(adj, trend=None, seasonal="add", seasonal_periods=24,
                                      initialization_method="heuristic")
@@ -313,21 +333,28 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
                                   {"history_h": span / HOUR, "needed_h": cfg.min_history_s / HOUR,
                                    "fallback": "reactive", "min_ready": pool.min_ready}))
                 continue
-            f = fit_pool(h, cfg, now=now, horizon_h=horizon, week_origin=week_origin, calendar=calendar)
-            floor = pool.min_ready if cfg.floor is None else min(cfg.floor, pool.max_total)
-            f = replace(f, reserves=plan_reserves(f.rates, lead_time_s(pool, config, cfg), cfg.service_level,
-                                                  floor=floor, cap=pool.max_total))
-            forecasts[pool.name] = f
-            notes.append(Note(pool.name, "forecast: refitted", {
-                "history_h": span / HOUR, "method": f.method, "calendar_factor": round(f.calendar_factor, 3),
-                "next_hours": [round(r, 3) for r in f.rates[:6]]}))
+            forecasts[pool.name] = fit_pool(h, cfg, now=now, horizon_h=horizon, week_origin=week_origin,
+                                            calendar=calendar)
+        # One budget of waits for all forecast pools (the facility's service level), unless per pool.
+        pools = [p for p in config.pools if p.name in forecasts]
+        groups = [[p] for p in pools] if cfg.per_pool_budget else [pools]
+        for group in groups:
+            plans = plan_reserves_jointly(
+                [(forecasts[p.name].rates, lead_time_s(p, config, cfg), _floor(p, cfg), p.max_total) for p in group],
+                cfg.service_level)
+            for p, plan in zip(group, plans, strict=True):
+                f = forecasts[p.name] = replace(forecasts[p.name], reserves=plan)
+                notes.append(Note(p.name, "forecast: refitted", {
+                    "history_h": len(histories[p.name].counts), "method": f.method,
+                    "calendar_factor": round(f.calendar_factor, 3),
+                    "next_hours": [round(r, 3) for r in f.rates[:6]], "reserves": list(plan[:6])}))
         memory = ForecastMemory(forecasts, frozenset(fallback), boundary + cfg.refit_s)
     targets: dict[str, int] = {}
     locations: dict[str, tuple[tuple[str, float], ...]] = {}
     next_change = memory.next_refit
     hour_end = (math.floor(now / HOUR) + 1) * HOUR
     for pool in config.pools:
-        floor = pool.min_ready if cfg.floor is None else min(cfg.floor, pool.max_total)
+        floor = _floor(pool, cfg)
         f = memory.forecasts.get(pool.name)
         if f is None:
             targets[pool.name] = pool.min_ready
