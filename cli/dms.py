@@ -128,9 +128,9 @@ def _serve(server, what: str) -> int:
 
 
 def _serve_source(args) -> int:
-    from dms.source import make_source_server
     root = _check_root(args.root)
     tls = _server_tls(args)
+    from dms.source import make_source_server
     try:
         server = make_source_server(root, host=args.host, port=args.port, tls=tls)
     except OSError as e:
@@ -139,10 +139,10 @@ def _serve_source(args) -> int:
 
 
 def _serve_dmts(args) -> int:
-    from dms.dmts import make_dmts_server
-    from dms.tls import client_context
     root = _check_root(args.root)
     tls = _server_tls(args)
+    from dms.dmts import make_dmts_server
+    from dms.tls import client_context
     client_tls = None if tls is None else client_context(cert=tls.cert, key=tls.key, ca=tls.ca)
     try:
         server = make_dmts_server(root, host=args.host, port=args.port, tls=tls, client_tls=client_tls,
@@ -181,6 +181,9 @@ def _serve_api(args) -> int:
 def _copy(args) -> int:
     from dms import client
     from dms.tls import TlsError, client_context
+    for what, url in (("SRC", args.src), ("DST", args.dst)):
+        if not url.startswith(("https://", "http://")):
+            raise UsageError(f"{what}: {url!r} is not an http(s) URL")
     tls = None
     if args.src.startswith("https:") or args.dst.startswith("https:"):
         name = args.cert_name or os.environ.get("USER") or "user"
