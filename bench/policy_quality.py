@@ -3,7 +3,7 @@
 For each scenario, in one run (sweeps on a 2-process Dask LocalCluster, means over the seeds):
 - reactive: every combination of per-pool `min_ready`; its best setting is the one with the fewest
   idle (ready) VM-hours among those reaching p95 wait <= 10 s;
-- predictive: a few service levels (floor 0); its best setting likewise;
+- predictive: a few service levels and lead buffers (floor 0); its best setting likewise;
 - oracle: the clairvoyant bound.
 Prints p95 wait, total and idle VM-hours and the ratio to the oracle's VM-hours, and checks the
 targets: predictive uses >= 25% fewer idle VM-hours than the best reactive setting at the same p95,
@@ -43,7 +43,8 @@ def evaluate(name: str, scenario: Path, seeds: tuple[int, ...], client) -> bool:
     start = best(points, "reactive")
     fallback = tuple((k, (v,)) for k, v in start.overrides if k.endswith("min_ready")) if start else ()
     predictive = Grid(settings=(*fallback, ("policy.predictive", tuple(
-        {"enabled": True, "floor": 0, "service_level": s} for s in (0.95, 0.96, 0.97, 0.98, 0.99, 0.995)))),
+        {"enabled": True, "floor": 0, "service_level": s, "lead_buffer": b}
+        for b in (0, 60) for s in (0.95, 0.96, 0.97, 0.98, 0.99)))),
         seeds=seeds, oracle=False)
     points += run_sweep(scenario, predictive, client=client, progress=False)
     oracle = next(p for p in points if p.kind == "oracle")

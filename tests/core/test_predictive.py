@@ -74,3 +74,22 @@ def test_bad_predictive_section_names_the_field(field, value, reason):
     raw["policy"]["predictive"][field] = value
     with pytest.raises(ScenarioError, match=rf"test.yaml: policy\.predictive\.{field}: .*{reason}"):
         validate(raw, source="test.yaml")
+
+
+def test_calendar_grows_the_reserve_as_a_beam_time_starts():
+    from pathlib import Path
+
+    from twin.scenario import load_scenario
+
+    path = Path(__file__).resolve().parents[2] / "scenarios" / "beamtime-calendar.yaml"
+    with_cal = load_scenario(path, overrides=[("duration", "2d12h")])
+    assert len(with_cal.extra["calendar"].entries) == 2
+
+    def target_at(events, t):
+        notes = [e for e in events if e.kind == "policy" and e.pool == "mantid"
+                 and e.details["message"] == "forecast: reserve" and e.t <= t]
+        return notes[-1].details["target"]
+
+    start = 2 * 86400 + 8 * 3600
+    plain = load_scenario(path, overrides=[("duration", "2d12h"), ("calendar", [])])
+    assert target_at(simulate(with_cal), start + 1) > target_at(simulate(plain), start + 1)
