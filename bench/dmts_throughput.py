@@ -296,6 +296,7 @@ def bench_dataset(work: Path, pki_dir: Path, certs, n_small: int, big: int, para
     dmts = Proc(serve_args("dmts", dst, pki_dir))
     api = start_api(work, pki_dir)
     sess = requests.Session()
+    sess.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment replaces `verify`
     sess.cert = (str(certs["bench"].cert), str(certs["bench"].key))
     sess.verify = str(pki.ca_cert_path(pki_dir))
     api_url = f"https://127.0.0.1:{api.port}"

@@ -150,6 +150,7 @@ def _wait(session, url, timeout=60.0):
 
 def _session(cert, ca):
     s = requests.Session()
+    s.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment replaces `verify`
     s.cert = (str(cert.cert), str(cert.key)) if cert else None
     s.verify = str(ca)
     return s
