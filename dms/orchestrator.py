@@ -39,6 +39,10 @@ DMS_FAILED = "transfer_failed"
 DMS_CANCELLED = "transfer_cancelled"
 DMS_INTERRUPTED = "transfer_interrupted"
 
+# Below this many bytes per stream another stream costs more (a TLS handshake, a request) than it
+# gains; small files go with fewer streams than asked.
+MIN_BYTES_PER_STREAM = 16 * 2**20
+
 FINAL_STATES = frozenset({TransferState.DONE, TransferState.FAILED, TransferState.CANCELLED})
 
 
@@ -96,6 +100,11 @@ class Transfer:
         if with_files:
             d["files"] = [asdict(f) for f in self.files]
         return d
+
+
+def streams_for(size: int, asked: int) -> int:
+    """Streams for a file of `size` bytes when `asked` were requested: at most one per MIN_BYTES_PER_STREAM."""
+    return max(1, min(asked, size // MIN_BYTES_PER_STREAM))
 
 
 class Store:
@@ -327,7 +336,7 @@ class Orchestrator:
             f.bytes_done = p.bytes_done
 
         job = client.TpcCopy(client.join_url(req.source, f.path), client.join_url(req.destination, f.path),
-                             streams=req.streams, tls=self.tls,
+                             streams=streams_for(f.size, req.streams), tls=self.tls,
                              checksum=checksum if req.verify_checksum else None,
                              on_progress=progress, timeout=self.copy_timeout)
         with self._lock:
