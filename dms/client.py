@@ -310,17 +310,18 @@ def manifest_entries(raw: object, *, where: str) -> list[FileEntry]:
     return out
 
 
-def manifest_url(source: str, directory: str) -> str:
-    """Where the source endpoint serves a directory's manifest: `<dir>/?manifest` (see dms.source)."""
+def manifest_url(source: str, directory: str, *, recursive: bool = True) -> str:
+    """Where `dms.source` serves a directory's manifest: `<dir>/?manifest`, `&recursive=1` for the whole tree."""
     d = directory.strip("/")
-    return (join_url(source, d) + "/" if d else source.rstrip("/") + "/") + "?manifest"
+    return ((join_url(source, d) + "/" if d else source.rstrip("/") + "/") + "?manifest"
+            + ("&recursive=1" if recursive else ""))
 
 
-def fetch_manifest(source: str, directory: str, *, tls: ssl.SSLContext | None,
-                fetch: Callable[[str], object] | None = None) -> list[FileEntry]:
-    """Every file under `directory` of the source, from its manifest (recursive manifests are flattened)."""
+def fetch_manifest(source: str, directory: str, *, tls: ssl.SSLContext | None, recursive: bool = True,
+                   fetch: Callable[[str], object] | None = None) -> list[FileEntry]:
+    """The files in `directory` of the source (and below it when `recursive`), from its JSON manifest."""
     get = fetch or (lambda url: get_json(url, tls=tls))
-    url = manifest_url(source, directory)
+    url = manifest_url(source, directory, recursive=recursive)
     raw = get(url)
     entries = manifest_entries(raw, where=url)
     d = directory.strip("/")

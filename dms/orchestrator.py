@@ -201,7 +201,7 @@ class Orchestrator:
                 parent = p.rsplit("/", 1)[0] if "/" in p else ""
                 if parent not in by_dir:
                     by_dir[parent] = {e.path: e for e in client.fetch_manifest(request.source, parent, tls=self.tls,
-                                                                      fetch=self.fetch_manifest)}
+                                                                      recursive=False, fetch=self.fetch_manifest)}
                 entry = by_dir[parent].get(p)
                 if entry is None:
                     missing.append(p)

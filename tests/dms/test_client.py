@@ -86,7 +86,7 @@ def test_cancel_before_start_raises_cancelled(fake):
 
 def test_real_copy_with_streams_and_checksum(tmp_path, serve, server_tls, service_client_ctx, client_ctx,
                                              make_file):
-    from dms.checksum import adler32_file
+    from dms.checksum import file_checksums
     from dms.dmts import make_dmts_server
     from dms.source import make_source_server
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -97,7 +97,7 @@ def test_real_copy_with_streams_and_checksum(tmp_path, serve, server_tls, servic
     seen = []
     s_url, d_url = f"https://127.0.0.1:{source.port}/d/f.bin", f"https://127.0.0.1:{dmts.port}/d/f.bin"
     res = client.copy(s_url, d_url, streams=4, tls=client_ctx(), on_progress=seen.append,
-                      checksum=f"adler32:{adler32_file(src / 'd' / 'f.bin')}")
+                      checksum="adler32:" + file_checksums(src / "d" / "f.bin", ["adler32"])["adler32"])
     assert res.final.startswith("success") and (dst / "d" / "f.bin").read_bytes() == data
     assert seen and seen[-1].bytes_done <= len(data)
     with pytest.raises(client.CopyError, match="(?i)checksum|adler32"):
