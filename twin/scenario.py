@@ -88,6 +88,7 @@ class Scenario:
 class _Ctx:
     def __init__(self, source: str):
         self.source = source
+        self.pools: tuple[str, ...] = ()
 
     def fail(self, path: str, reason: str) -> ScenarioError:
         return ScenarioError(f"{self.source}: {path or '<top>'}: {reason}")
@@ -380,6 +381,7 @@ def validate(raw: Any, *, source: str) -> Scenario:
         demand[pool.name] = d
     if not pools:
         raise ctx.fail("pools", "at least one pool is needed")
+    ctx.pools = tuple(demand)  # sections may refer to pools by name (trace mappings, calendar entries)
     extra = {k: fn(ctx, m[k], k) for k, fn in EXTRA_SECTIONS.items() if k in m} | policy_extra
     return Scenario(
         name=_string(ctx, m.get("name", Path(source).stem), "name"),
