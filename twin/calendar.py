@@ -28,6 +28,8 @@ def validate_calendar(ctx: _Ctx, raw: Any, path: str) -> Calendar:
         m, start, end = _window(ctx, item, p, ["pool", "start", "end", "factor", "name"])
         if "pool" not in m or not isinstance(m["pool"], str):
             raise ctx.fail(p + ".pool", "expected the name of a pool")
+        if ctx.pools and m["pool"] not in ctx.pools:
+            raise ctx.fail(p + ".pool", f"no pool named {m['pool']!r} in this scenario")
         out.append(CalendarEntry(m["pool"], start, end, _number(ctx, m.get("factor", 2.0), p + ".factor",
                                                                   strict_min=True), str(m.get("name", ""))))
     return Calendar(tuple(sorted(out, key=lambda e: e.start)))

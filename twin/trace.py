@@ -382,6 +382,10 @@ def validate_trace(ctx: _Ctx, raw: Any, path: str) -> TraceSpec:
         csv=csv_spec, source=ctx.source)
     if spec.max_session < spec.min_session:
         raise ctx.fail(path + ".max_session", "must be at least min_session")
+    for key, m_ in (("pools", pools),):
+        for name in (*(v for _, v in m_.map), *m_.spread, m_.default):
+            if name is not None and ctx.pools and name not in ctx.pools:
+                raise ctx.fail(f"{path}.{key}", f"no pool named {name!r} in this scenario")
     if not file.exists():
         raise ctx.fail(path + ".path", f"no such trace file: {file}")
     load_jobs(spec)  # a bad line fails now, naming the file and line

@@ -119,3 +119,18 @@ def test_bad_trace_section_names_the_field(tmp_path, trace, where):
         trace["path"] = str(_write_swf(tmp_path / "ok.swf", [(0, 10, 1, 1)]))
     with pytest.raises(ScenarioError, match=rf"s\.yaml: {where.replace('.', chr(92) + '.')}: "):
         validate(_scenario(tmp_path, trace), source="s.yaml")
+
+
+def test_a_trace_mapping_to_an_unknown_pool_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    f = _write_swf(tmp_path / "t.swf", [(0, 10, 1, 1)])
+    raw = _scenario(tmp_path, {"path": str(f), "pools": {"by": "user", "map": {"1": "nope"}}})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(raw))
+    r = subprocess.run([sys.executable, "-m", "cli", "twin", "run", str(tmp_path / "s.yaml"), "-o",
+                        str(tmp_path / "out"), "--no-progress"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and "trace.pools: no pool named 'nope'" in r.stderr
+    assert not (tmp_path / "out").exists()
