@@ -1,0 +1,865 @@
+"""The DMTS destination endpoint: WLCG HTTP third-party copy in pull mode.
+
+`COPY /dest/path` with `Source: https://archive/path` makes this server pull the file:
+
+- exactly one of `Source` (pull) or `Destination` (push) is required (both or neither: 400; push: 501);
+- `X-Number-Of-Streams: N` (1..max_streams) parallel Range GETs, one worker thread and one TLS
+  connection each; `TransferHeader<Name>: v` is sent to the source as `<Name>: v`;
+  `Overwrite: F` refuses an existing destination (412); `Credential:` is accepted and ignored (the
+  DMTS presents its own service certificate, `client_tls`);
+- optional `X-Daaas-Checksum: <algo>:<hex>` (what the manifest says), `X-Daaas-Mode: 0644`,
+  `X-Daaas-Mtime: <float>`, `X-Daaas-Owner: uid:gid` override what the source's HEAD reports
+  (a daaas source reports mode, mtime and owner from the same stat as its manifest);
+- the answer is 202 with a chunked stream of perf-marker blocks (one per stream, at least every
+  `marker_interval` s) and a final `success: Created` or `failure: <reason>` line.
+
+The body is written with `os.pwrite` into `.<name>.daaas-part` (preallocated) beside the
+destination; completed ranges with their adler32 go to `.<name>.daaas-journal` (data fdatasync'd
+before each journal fsync). After all ranges arrive, the checksum (per-range adler32 combined, or a
+re-read for md5/sha-256) is compared with the client's and the source's RFC 3230 `Digest`; only a
+verified file is renamed to its final name. Network faults are retried per stream from the last
+byte written; a transfer that still fails keeps the part file and journal so that the next COPY of
+the same source resumes with only the missing ranges. A client disconnect, a checksum mismatch, a
+full disk or a source that refuses the file removes both.
+
+The destination namespace also answers HEAD/GET (with Digest), PROPFIND, DELETE, MKCOL, PUT and
+POST (501: no macaroons) for davix and gfal2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import errno
+import http.client
+import json
+import logging
+import math
+import os
+import select
+import ssl
+import stat
+import threading
+import time
+import urllib.parse
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty, Queue
+from xml.sax.saxutils import escape
+
+from dms import checksum as ck
+from dms.paths import PathError, resolve_under
+from dms.source import DmsHTTPServer, FileHandler
+from dms.tls import TlsConfig
+
+log = logging.getLogger("dms.dmts")
+READ_BLOCK = 1024 * 1024
+PIECE = 16 * 1024 * 1024  # journal granularity: at most this much is fetched again after a crash
+MAX_CHUNK = 256 * 1024 * 1024
+MIN_CHUNK = 256 * 1024
+PART_SUFFIX = ".daaas-part"
+JOURNAL_SUFFIX = ".daaas-journal"
+
+
+class TransferFailed(Exception):
+    """A transfer that cannot complete; `keep` says whether the part file is worth resuming."""
+
+    def __init__(self, message: str, *, keep: bool = False):
+        super().__init__(message)
+        self.keep = keep
+
+
+def part_paths(final: Path) -> tuple[Path, Path]:
+    return final.with_name(f".{final.name}{PART_SUFFIX}"), final.with_name(f".{final.name}{JOURNAL_SUFFIX}")
+
+
+class Journal:
+    """Completed ranges of a part file, persisted so that a later transfer resumes from them."""
+
+    def __init__(self, path: Path, header: dict):
+        self.path = path
+        self.header = header
+        self.pieces: list[tuple[int, int, int]] = []
+        self._pending: list[tuple[int, int, int]] = []
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        self._fd: int | None = None
+
+    def load(self) -> bool:
+        """Read the pieces of an earlier attempt at the same source version; False (and reset) otherwise."""
+        try:
+            lines = self.path.read_text().splitlines()
+            if not lines or json.loads(lines[0]) != self.header:
+                return False
+            for line in lines[1:]:
+                parts = line.split()
+                if len(parts) == 3:  # a torn last line is ignored: that piece is fetched again
+                    self.pieces.append((int(parts[0]), int(parts[1]), int(parts[2], 16)))
+            return True
+        except (OSError, ValueError):
+            self.pieces = []
+            return False
+
+    def open(self, fresh: bool) -> None:
+        if fresh:
+            self.pieces = []
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else os.O_APPEND)
+        self._fd = os.open(self.path, flags, 0o600)
+        if fresh:
+            os.write(self._fd, (json.dumps(self.header) + "\n").encode())
+            os.fsync(self._fd)
+        else:
+            os.lseek(self._fd, 0, os.SEEK_END)
+
+    def add(self, start: int, end: int, adler: int, data_fd: int) -> None:
+        with self._lock:
+            self.pieces.append((start, end, adler))
+            self._pending.append((start, end, adler))
+            if time.monotonic() - self._last_flush >= 1.0:
+                self._flush_locked(data_fd)
+
+    def flush(self, data_fd: int) -> None:
+        with self._lock:
+            self._flush_locked(data_fd)
+
+    def _flush_locked(self, data_fd: int) -> None:
+        self._last_flush = time.monotonic()
+        if not self._pending or self._fd is None:
+            return
+        os.fdatasync(data_fd)  # the data first: the journal must never claim bytes the disk lacks
+        os.write(self._fd, "".join(f"{s} {e} {a:08x}\n" for s, e, a in self._pending).encode())
+        os.fsync(self._fd)
+        self._pending = []
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def missing_ranges(size: int, pieces: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    out, pos = [], 0
+    for s, e, _ in sorted(pieces):
+        if s > pos:
+            out.append((pos, s))
+        pos = max(pos, e)
+    if pos < size:
+        out.append((pos, size))
+    return out
+
+
+def combined_adler32(size: int, pieces: list[tuple[int, int, int]]) -> int | None:
+    """adler32 of the whole file from its pieces, or None if they do not tile [0, size) exactly."""
+    value, pos = 1, 0
+    for s, e, a in sorted(pieces):
+        if s != pos:
+            return None
+        value = ck.adler32_combine(value, a, e - s)
+        pos = e
+    return value if pos == size else None
+
+
+@dataclass
+class TransferState:
+    """Progress of one COPY, readable from other threads (`DmtsServer.transfers`)."""
+
+    id: str
+    source: str
+    destination: str
+    streams: int
+    size: int | None = None
+    stream_bytes: list[int] = field(default_factory=list)
+    resumed_bytes: int = 0
+    state: str = "running"  # running, succeeded, failed, cancelled
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def snapshot(self) -> dict:
+        return {"id": self.id, "source": self.source, "destination": self.destination, "streams": self.streams,
+                "size": self.size, "bytes": sum(self.stream_bytes) + self.resumed_bytes,
+                "resumed_bytes": self.resumed_bytes, "state": self.state, "error": self.error,
+                "started": self.started, "finished": self.finished}
+
+
+@dataclass(frozen=True)
+class CopyRequest:
+    source: str
+    final: Path
+    streams: int
+    forward: tuple[tuple[str, str], ...]
+    expected: tuple[str, str] | None
+    mode: int | None
+    mtime: float | None
+    owner: tuple[int, int] | None
+    overwrite: bool = True
+
+
+class Transfer:
+    """Pull one file from an HTTP(S) source into `final` with N streams; `run()` raises TransferFailed."""
+
+    def __init__(self, server: DmtsServer, req: CopyRequest, state: TransferState):
+        self.server = server
+        self.req = req
+        self.state = state
+        self.cancelled = threading.Event()
+        self.cancel_reason = ""
+        url = urllib.parse.urlsplit(req.source)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise TransferFailed(f"Source {req.source!r}: expected an http:// or https:// URL")
+        self.url = url
+        self.path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        self.part, self.journal_path = part_paths(req.final)
+
+    def cancel(self, reason: str) -> None:
+        self.cancel_reason = reason
+        self.cancelled.set()
+
+    # -- connections -----------------------------------------------------------------------------
+    def connect(self) -> http.client.HTTPConnection:
+        port = self.url.port or (443 if self.url.scheme == "https" else 80)
+        timeout = self.server.io_timeout
+        if self.url.scheme == "https":
+            ctx = self.server.client_tls or ssl.create_default_context()
+            return http.client.HTTPSConnection(self.url.hostname, port, context=ctx, timeout=timeout)
+        return http.client.HTTPConnection(self.url.hostname, port, timeout=timeout)
+
+    def head(self, want: str | None) -> http.client.HTTPResponse:
+        headers = dict(self.req.forward)
+        if want:
+            headers["Want-Digest"] = want
+        conn = self.connect()
+        try:
+            conn.request("HEAD", self.path, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            return resp
+        except ssl.SSLError as e:
+            raise TransferFailed(f"TLS with the source {self.url.netloc} failed: {e}") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise TransferFailed(f"source {self.url.netloc} unreachable: {e}", keep=True) from None
+        finally:
+            conn.close()
+
+    # -- the transfer ----------------------------------------------------------------------------
+    def run(self) -> None:
+        req = self.req
+        resp = self.head(None)
+        if resp.status != 200:
+            raise TransferFailed(f"source answered HEAD with {resp.status} {resp.reason}")
+        try:
+            size = int(resp.getheader("Content-Length", ""))
+        except ValueError:
+            raise TransferFailed("source gave no Content-Length for the file") from None
+        self.state.size = size
+        etag = resp.getheader("ETag") or resp.getheader("Last-Modified") or ""
+        mode, mtime, owner = req.mode, req.mtime, req.owner
+        if mode is None and resp.getheader("X-Daaas-Mode"):
+            mode = _parse_mode(resp.getheader("X-Daaas-Mode"), where="source X-Daaas-Mode")
+        if mtime is None:
+            if resp.getheader("X-Daaas-Mtime"):
+                mtime = _parse_float(resp.getheader("X-Daaas-Mtime"), where="source X-Daaas-Mtime")
+            elif resp.getheader("Last-Modified"):
+                dt = email.utils.parsedate_to_datetime(resp.getheader("Last-Modified"))
+                mtime = dt.timestamp() if dt else None
+        if owner is None and resp.getheader("X-Daaas-Owner"):
+            owner = _parse_owner(resp.getheader("X-Daaas-Owner"), where="source X-Daaas-Owner")
+
+        # The source's digest may take a while (it reads the whole file): ask for it beside the data.
+        want = "adler32" if req.expected is None else f"{req.expected[0]}, adler32;q=0.5"
+        digest_box: dict = {}
+
+        def fetch_digest():
+            try:
+                r = self.head(want)
+                digest_box["value"] = ck.parse_digest(r.getheader("Digest") or "") if r.status == 200 else {}
+            except (TransferFailed, ck.ChecksumError) as e:
+                digest_box["error"] = str(e)
+
+        digest_thread = threading.Thread(target=fetch_digest, daemon=True)
+        digest_thread.start()
+
+        journal = Journal(self.journal_path, {"source": req.source, "size": size, "etag": etag})
+        resumable = self.part.exists() and journal.load()
+        try:
+            fd = os.open(self.part, os.O_RDWR | os.O_CREAT | (0 if resumable else os.O_TRUNC), 0o600)
+        except OSError as e:
+            raise TransferFailed(f"cannot create {self.part.name} in {self.part.parent}: {e.strerror}") from None
+        ok = False
+        keep = False
+        try:
+            journal.open(fresh=not resumable)
+            if size and not resumable:
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                except OSError as e:
+                    if e.errno == errno.ENOSPC:
+                        raise TransferFailed(f"no space left on device for {size} bytes at {req.final.parent}"
+                                             ) from None
+                    os.ftruncate(fd, size)  # a file system without fallocate
+            self.state.resumed_bytes = sum(e - s for s, e, _ in journal.pieces)
+            self.pull(fd, size, journal)
+            journal.flush(fd)
+            digest_thread.join(self.server.io_timeout + 5)
+            self.verify(fd, size, journal, digest_box)
+            if self.server.fsync_on_complete:
+                os.fsync(fd)
+            if mode is not None:
+                os.fchmod(fd, mode)
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(fd, *owner)
+            if mtime is not None:
+                os.utime(fd, (mtime, mtime))
+            ok = True
+        except TransferFailed as e:
+            keep = e.keep and not self.cancelled.is_set()
+            raise
+        finally:
+            if keep:
+                try:
+                    journal.flush(fd)
+                except OSError:
+                    keep = False
+            os.close(fd)
+            journal.close()
+            if ok:
+                if not self.server.overwrite_ok(req):
+                    _unlink(self.part)
+                    _unlink(self.journal_path)
+                    raise TransferFailed(f"{req.final.name} appeared during the transfer and Overwrite is F")
+                os.replace(self.part, req.final)
+                _unlink(self.journal_path)
+            elif not keep:
+                _unlink(self.part)
+                _unlink(self.journal_path)
+
+    def pull(self, fd: int, size: int, journal: Journal) -> None:
+        todo = missing_ranges(size, journal.pieces)
+        if not todo:
+            return
+        streams = self.req.streams
+        chunk = min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(sum(e - s for s, e in todo) / streams)))
+        queue: Queue[tuple[int, int]] = Queue()
+        for s, e in todo:
+            for a in range(s, e, chunk):
+                queue.put((a, min(e, a + chunk)))
+        errors: list[TransferFailed] = []
+        stop = threading.Event()
+        self.state.stream_bytes = [0] * streams
+
+        def worker(i: int) -> None:
+            try:
+                self.stream(i, fd, size, queue, journal, stop)
+            except TransferFailed as e:
+                errors.append(e)
+                stop.set()
+            except Exception as e:  # a bug must fail the transfer, not hang it
+                log.exception("stream %d", i)
+                errors.append(TransferFailed(f"stream {i}: internal error {e!r}"))
+                stop.set()
+
+        threads = [threading.Thread(target=worker, args=(i,), name=f"dmts-stream-{i}", daemon=True)
+                   for i in range(streams)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            if self.cancelled.wait(0.1):
+                stop.set()
+        for t in threads:
+            t.join()
+        if self.cancelled.is_set():
+            raise TransferFailed(self.cancel_reason or "cancelled")
+        if errors:
+            disk = [e for e in errors if not e.keep]
+            raise (disk or errors)[0]
+        if missing_ranges(size, journal.pieces):
+            raise TransferFailed("internal error: ranges missing after all streams finished", keep=True)
+
+    def stream(self, i: int, fd: int, size: int, queue: Queue, journal: Journal, stop: threading.Event) -> None:
+        buf = bytearray(READ_BLOCK)
+        mv = memoryview(buf)
+        conn = None
+        forward = dict(self.req.forward)
+        try:
+            while not stop.is_set():
+                try:
+                    start, end = queue.get_nowait()
+                except Empty:
+                    return
+                off, failures = start, 0
+                while off < end and not stop.is_set():
+                    piece_start, adler = off, 1
+                    try:
+                        if conn is None:
+                            conn = self.connect()
+                        conn.request("GET", self.path, headers={**forward, "Range": f"bytes={off}-{end - 1}"})
+                        resp = conn.getresponse()
+                        if resp.status != 206 and not (resp.status == 200 and off == 0 and end == size):
+                            resp.read(65536)
+                            if 400 <= resp.status < 500:
+                                raise TransferFailed(f"source answered {resp.status} {resp.reason} to "
+                                                     f"GET Range bytes={off}-{end - 1}")
+                            raise http.client.HTTPException(f"source answered {resp.status} {resp.reason}")
+                        while off < end:
+                            if stop.is_set():
+                                return
+                            n = resp.readinto(mv[:min(READ_BLOCK, end - off)])
+                            if not n:
+                                raise ConnectionError(f"source closed the connection at byte {off}")
+                            _pwrite_all(fd, mv[:n], off, self.req.final)
+                            adler = zlib.adler32(mv[:n], adler)
+                            off += n
+                            self.state.stream_bytes[i] += n
+                            if off - piece_start >= PIECE or off == end:
+                                journal.add(piece_start, off, adler, fd)
+                                piece_start, adler = off, 1
+                        failures = 0
+                    except ssl.SSLCertVerificationError as e:
+                        raise TransferFailed(f"stream {i}: the source's certificate was rejected: "
+                                             f"{e.verify_message}") from None
+                    except (OSError, http.client.HTTPException) as e:
+                        if off > piece_start:
+                            journal.add(piece_start, off, adler, fd)  # keep what did arrive
+                        if conn is not None:
+                            conn.close()
+                            conn = None
+                        failures += 1
+                        if failures > self.server.retries:
+                            raise TransferFailed(f"stream {i}: {e} (gave up after {self.server.retries} retries)",
+                                                 keep=True) from None
+                        log.info("stream %d: %s; retrying from byte %d", i, e, off)
+                        if stop.wait(min(2.0, 0.2 * 2 ** (failures - 1))):
+                            return
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def verify(self, fd: int, size: int, journal: Journal, digest_box: dict) -> None:
+        expected: dict[str, tuple[str, str]] = {}  # algo -> (hex, who said so)
+        if self.req.expected:
+            expected[self.req.expected[0]] = (self.req.expected[1], "the client (X-Daaas-Checksum)")
+        for algo, value in digest_box.get("value", {}).items():
+            if algo in expected and expected[algo][0] != value:
+                raise TransferFailed(f"checksum mismatch: the source's Digest {algo}={value} differs from "
+                                     f"{expected[algo][1]} {expected[algo][0]}")
+            expected.setdefault(algo, (value, "the source's Digest"))
+        if not expected:
+            return  # nothing to compare with (a source without Digest, like nginx, and no manifest value)
+        got: dict[str, str] = {}
+        adler = combined_adler32(size, journal.pieces)
+        if adler is not None:
+            got["adler32"] = f"{adler:08x}"
+        others = [a for a in expected if a not in got]
+        if others:
+            got.update(ck.file_checksums(Path(f"/proc/self/fd/{fd}"), others))
+        for algo, (value, who) in expected.items():
+            if got.get(algo) != value:
+                raise TransferFailed(f"checksum mismatch: {algo} of the received file is {got.get(algo)}, "
+                                     f"{who} says {value}")
+
+
+def _pwrite_all(fd: int, data: memoryview, off: int, final: Path) -> None:
+    while len(data):
+        try:
+            n = os.pwrite(fd, data, off)
+        except OSError as e:
+            where = f"writing {final.name} in {final.parent}"
+            if e.errno == errno.ENOSPC:
+                raise TransferFailed(f"no space left on device {where}") from None
+            raise TransferFailed(f"{e.strerror} {where}") from None
+        data, off = data[n:], off + n
+
+
+def _unlink(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
+
+
+def _parse_mode(v: str, *, where: str) -> int:
+    try:
+        m = int(v.strip(), 8)
+    except ValueError:
+        raise ValueError(f"{where} {v!r}: expected octal permission bits such as 0644") from None
+    if not 0 <= m <= 0o7777:
+        raise ValueError(f"{where} {v!r}: out of range")
+    return m
+
+
+def _parse_float(v: str, *, where: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise ValueError(f"{where} {v!r}: expected seconds since the epoch") from None
+    if not math.isfinite(x) or x < 0:
+        raise ValueError(f"{where} {v!r}: expected seconds since the epoch")
+    return x
+
+
+def _parse_owner(v: str, *, where: str) -> tuple[int, int]:
+    uid, sep, gid = v.strip().partition(":")
+    if not sep or not uid.isdigit() or not gid.isdigit():
+        raise ValueError(f"{where} {v!r}: expected uid:gid")
+    return int(uid), int(gid)
+
+
+class DmtsServer(DmsHTTPServer):
+    """The DMTS: a `DmsHTTPServer` over the destination root, with its transfers' bookkeeping."""
+
+    def __init__(self, address, *, root: Path, tls: TlsConfig | None, client_tls: ssl.SSLContext | None,
+                 max_streams: int):
+        super().__init__(address, DmtsHandler, root=root, tls=tls)
+        self.client_tls = client_tls
+        self.max_streams = max_streams
+        self.marker_interval = 1.0
+        self.retries = 4
+        self.io_timeout = 30.0
+        self.fsync_on_complete = True
+        self.transfers: dict[str, TransferState] = {}
+        self._active: dict[Path, Transfer] = {}
+        self._active_lock = threading.Lock()
+
+    def transfer_status(self, transfer_id: str | None = None):
+        """One transfer's snapshot dict, or all of them (newest last) when no id is given."""
+        if transfer_id is not None:
+            st = self.transfers.get(transfer_id)
+            return st.snapshot() if st else None
+        return [s.snapshot() for s in list(self.transfers.values())]
+
+    def claim(self, final: Path, transfer: Transfer) -> bool:
+        with self._active_lock:
+            if final in self._active:
+                return False
+            self._active[final] = transfer
+            return True
+
+    def release(self, final: Path) -> None:
+        with self._active_lock:
+            self._active.pop(final, None)
+
+    def overwrite_ok(self, req: CopyRequest) -> bool:
+        return req.overwrite or not req.final.exists()
+
+
+class DmtsHandler(FileHandler):
+    """COPY (pull) plus enough WebDAV for davix and gfal2 on the destination namespace."""
+
+    server: DmtsServer
+
+    def do_OPTIONS(self):
+        self.send_text(200, "ok", {"Allow": "OPTIONS, GET, HEAD, PUT, DELETE, COPY, MKCOL, PROPFIND", "DAV": "1"})
+
+    def do_POST(self):
+        if not self.authorize():
+            return
+        self._drain_body()
+        self.send_text(501, "POST (macaroon requests) is not supported by the daaas DMTS")
+
+    def _drain_body(self) -> None:
+        n = int(self.headers.get("Content-Length") or 0)
+        while n > 0:
+            chunk = self.rfile.read(min(n, 65536))
+            if not chunk:
+                break
+            n -= len(chunk)
+
+    def do_DELETE(self):
+        if not self.authorize():
+            return
+        path, _ = self.request_path()
+        real = self.resolve(path)
+        if real is None:
+            return
+        if real == self.server.root:
+            self.send_text(403, "the destination root cannot be deleted")
+            return
+        part, journal = part_paths(real)
+        _unlink(part)
+        _unlink(journal)
+        try:
+            if real.is_dir() and not real.is_symlink():
+                real.rmdir()
+            else:
+                real.unlink()
+        except FileNotFoundError:
+            self.send_text(404, f"{path}: no such file")
+            return
+        except OSError as e:
+            self.send_text(409, f"{path}: cannot be deleted: {e.strerror}")
+            return
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_MKCOL(self):
+        if not self.authorize():
+            return
+        path, _ = self.request_path()
+        real = self.resolve(path)
+        if real is None:
+            return
+        if real.exists():
+            self.send_text(405, f"{path}: already exists")
+            return
+        if not real.parent.is_dir():
+            self.send_text(409, f"{path}: the parent directory does not exist")
+            return
+        real.mkdir()
+        self.send_text(201, "Created")
+
+    def do_PROPFIND(self):
+        if not self.authorize():
+            return
+        self._drain_body()
+        path, _ = self.request_path()
+        real = self.resolve(path)
+        if real is None:
+            return
+        if not real.exists():
+            self.send_text(404, f"{path}: no such file or directory")
+            return
+        depth = self.headers.get("Depth", "1")
+        items = [(path, real)]
+        if real.is_dir() and depth != "0":
+            base = path.rstrip("/")
+            items += [(f"{base}/{p.name}", p) for p in sorted(real.iterdir())
+                      if not p.name.endswith((PART_SUFFIX, JOURNAL_SUFFIX))]
+        parts = ['<?xml version="1.0" encoding="utf-8"?>\n<D:multistatus xmlns:D="DAV:">']
+        for href, p in items:
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            is_dir = stat.S_ISDIR(st.st_mode)
+            parts.append(
+                f"<D:response><D:href>{escape(urllib.parse.quote(href))}</D:href><D:propstat><D:prop>"
+                f"<D:displayname>{escape(p.name)}</D:displayname>"
+                f"<D:getlastmodified>{email.utils.formatdate(st.st_mtime, usegmt=True)}</D:getlastmodified>"
+                + ("<D:resourcetype><D:collection/></D:resourcetype>" if is_dir else
+                   f"<D:resourcetype/><D:getcontentlength>{st.st_size}</D:getcontentlength>")
+                + f"<D:getetag>\"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}\"</D:getetag>"
+                f"</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>")
+        parts.append("</D:multistatus>\n")
+        data = "".join(parts).encode()
+        self.send_response(207)
+        self.send_header("Content-Type", 'application/xml; charset="utf-8"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_PUT(self):
+        """A streamed upload (gfal2's last fallback): written under the part name, renamed when complete."""
+        if not self.authorize():
+            return
+        path, _ = self.request_path()
+        real = self.resolve(path)
+        if real is None:
+            return
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self.send_text(411, "PUT needs a Content-Length")
+            return
+        if real.is_dir() or not real.parent.is_dir():
+            self.send_text(409, f"{path}: is a directory or its parent does not exist")
+            return
+        part, _ = part_paths(real)
+        n = int(length)
+        try:
+            with open(part, "wb") as f:
+                while n > 0:
+                    chunk = self.rfile.read(min(n, READ_BLOCK))
+                    if not chunk:
+                        raise ConnectionError("client closed the connection during PUT")
+                    f.write(chunk)
+                    n -= len(chunk)
+            os.replace(part, real)
+        except OSError as e:
+            _unlink(part)
+            if isinstance(e, ConnectionError):
+                self.close_connection = True
+                return
+            self.send_text(507 if e.errno == errno.ENOSPC else 500, f"{path}: {e.strerror or e}")
+            return
+        self.send_text(201, "Created")
+
+    # -- COPY ------------------------------------------------------------------------------------
+    def do_COPY(self):
+        if not self.authorize():
+            return
+        h = self.headers
+        source, destination = h.get("Source"), h.get("Destination")
+        if source and destination:
+            self.send_text(400, "both Source and Destination given: send Source (pull) only")
+            return
+        if not source and not destination:
+            self.send_text(400, "COPY needs a Source header (pull mode)")
+            return
+        if destination:
+            self.send_text(501, "push mode (COPY with Destination) is not supported; use pull (Source)")
+            return
+        path, _ = self.request_path()
+        try:
+            final = resolve_under(self.server.root, path)
+        except PathError as e:
+            self.send_text(e.status, str(e))
+            return
+        if final == self.server.root or path.endswith("/") or final.is_dir():
+            self.send_text(400, f"{path}: the destination must be a file path, not a directory")
+            return
+        try:
+            req = self.parse_copy(source, final)
+        except ValueError as e:
+            self.send_text(400, str(e))
+            return
+        overwrite = (h.get("Overwrite") or "T").strip().upper()
+        if overwrite not in ("T", "F"):
+            self.send_text(400, f"Overwrite {h.get('Overwrite')!r}: expected T or F")
+            return
+        req = dataclasses.replace(req, overwrite=overwrite == "T")
+        if overwrite == "F" and final.exists():
+            self.send_text(412, f"{path}: exists and Overwrite is F")
+            return
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            # mkdir followed the real path, but a racing symlink could still move it: check again.
+            resolve_under(self.server.root, path)
+        except (OSError, PathError) as e:
+            self.send_text(409, f"{path}: cannot create its directory: {e}")
+            return
+        state = TransferState(id=uuid.uuid4().hex, source=source, destination=path, streams=req.streams)
+        try:
+            transfer = Transfer(self.server, req, state)
+        except TransferFailed as e:
+            self.send_text(400, str(e))
+            return
+        if not self.server.claim(final, transfer):
+            self.send_text(409, f"{path}: another transfer to this destination is in progress")
+            return
+        try:
+            self.run_copy(transfer, state)
+        finally:
+            self.server.release(final)
+
+    def parse_copy(self, source: str, final: Path) -> CopyRequest:
+        h = self.headers
+        raw = h.get("X-Number-Of-Streams") or "1"
+        if not raw.strip().isdigit() or not 1 <= int(raw) <= self.server.max_streams:
+            raise ValueError(f"X-Number-Of-Streams {raw!r}: expected an integer from 1 to {self.server.max_streams}")
+        forward = []
+        for k, v in h.items():
+            if k.lower().startswith("transferheader") and len(k) > len("TransferHeader"):
+                forward.append((k[len("TransferHeader"):], v))
+        expected = None
+        if h.get("X-Daaas-Checksum"):
+            try:
+                expected = ck.parse_checksum(h["X-Daaas-Checksum"], where="X-Daaas-Checksum")
+            except ck.ChecksumError as e:
+                raise ValueError(str(e)) from None
+        mode = _parse_mode(h["X-Daaas-Mode"], where="X-Daaas-Mode") if h.get("X-Daaas-Mode") else None
+        mtime = _parse_float(h["X-Daaas-Mtime"], where="X-Daaas-Mtime") if h.get("X-Daaas-Mtime") else None
+        owner = _parse_owner(h["X-Daaas-Owner"], where="X-Daaas-Owner") if h.get("X-Daaas-Owner") else None
+        return CopyRequest(source=source, final=final, streams=int(raw), forward=tuple(forward),
+                           expected=expected, mode=mode, mtime=mtime, owner=owner)
+
+    def write_chunk(self, text: str) -> None:
+        data = text.encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def client_gone(self) -> bool:
+        """True when the client closed its side (nothing else should arrive during a COPY)."""
+        sock = self.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return False
+            sock.settimeout(0.2)
+            try:
+                return sock.recv(1) == b""
+            finally:
+                sock.settimeout(None)
+        except TimeoutError:
+            return False
+        except (OSError, ValueError):
+            return True
+
+    def marker(self, state: TransferState) -> str:
+        now = int(time.time())
+        k = max(1, len(state.stream_bytes))
+        counts = state.stream_bytes or [0]
+        resumed = state.resumed_bytes
+        return "".join(
+            f"Perf Marker\n\tTimestamp: {now}\n\tStripe Index: {i}\n"
+            f"\tStripe Bytes Transferred: {counts[i] + (resumed if i == 0 else 0)}\n"
+            f"\tTotal Stripe Count: {k}\nEnd\n" for i in range(len(counts)))
+
+    def run_copy(self, transfer: Transfer, state: TransferState) -> None:
+        self.server.transfers[state.id] = state
+        result: dict = {}
+
+        def work():
+            try:
+                transfer.run()
+                state.state = "succeeded"
+            except TransferFailed as e:
+                result["error"] = str(e)
+                state.state = "cancelled" if transfer.cancelled.is_set() else "failed"
+                state.error = str(e)
+            except Exception as e:
+                log.exception("transfer %s", state.id)
+                result["error"] = f"internal error: {e!r}"
+                state.state, state.error = "failed", result["error"]
+            finally:
+                state.finished = time.time()
+
+        worker = threading.Thread(target=work, name=f"dmts-{state.id[:8]}", daemon=True)
+        self.send_response(202)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("X-Daaas-Transfer-Id", state.id)
+        self.end_headers()
+        worker.start()
+        last = time.monotonic()
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+                if not worker.is_alive():
+                    break
+                if self.client_gone():
+                    raise ConnectionError("client disconnected")
+                if time.monotonic() - last >= self.server.marker_interval:
+                    self.write_chunk(self.marker(state))
+                    last = time.monotonic()
+            self.write_chunk(self.marker(state))
+            line = "success: Created\n" if "error" not in result else f"failure: {result['error']}\n"
+            self.write_chunk(line)
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            transfer.cancel("the client disconnected")
+            worker.join()
+            self.close_connection = True
+            log.info("transfer %s cancelled: client disconnected", state.id)
+
+
+def make_dmts_server(root: Path, *, host: str = "127.0.0.1", port: int = 0, tls: TlsConfig | None,
+                     client_tls: ssl.SSLContext | None = None, max_streams: int = 16) -> DmtsServer:
+    """A DMTS bound to (host, port) writing under `root`; `client_tls` is used to pull from HTTPS sources."""
+    if not 1 <= max_streams <= 256:
+        raise ValueError(f"max_streams {max_streams}: expected 1..256")
+    return DmtsServer((host, port), root=root, tls=tls, client_tls=client_tls, max_streams=max_streams)
+
+
+def run_dmts(root: Path, host: str, port: int, tls: TlsConfig | None,
+             client_tls: ssl.SSLContext | None = None) -> None:
+    """Serve the DMTS until interrupted (the CLI's `daaas dms serve-dmts`)."""
+    server = make_dmts_server(root, host=host, port=port, tls=tls, client_tls=client_tls)
+    scheme = "https" if tls else "http"
+    print(f"daaas DMTS writing under {server.root} at {scheme}://{server.server_address[0]}:"
+          f"{server.server_address[1]}/", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
