@@ -87,15 +87,19 @@ class DmsHTTPServer(ThreadingHTTPServer):
         self.checksums = ck.ChecksumCache()
         self.stats_lock = threading.Lock()
         self.bytes_sent = 0
-        self.ranges_served: list[tuple[str, int, int]] = []  # (path, start, end) of bodies sent, for tests
+        self.ranges_served: list[tuple[str, int, int]] = []  # (path, start, end) of bodies started, for tests
         self.rejections: list[str] = []  # handshake failures and 4xx reasons, newest last (bounded)
         super().__init__(address, handler)
 
-    def note_sent(self, path: str, start: int, end: int) -> None:
+    def note_range(self, path: str, start: int, end: int) -> None:
+        """A body is about to be sent (recorded first, so a client that has the data sees the record)."""
         with self.stats_lock:
-            self.bytes_sent += end - start
             self.ranges_served.append((path, start, end))
             del self.ranges_served[:-10000]
+
+    def note_sent(self, n: int) -> None:
+        with self.stats_lock:
+            self.bytes_sent += n
 
     def note_rejection(self, text: str) -> None:
         log.warning("%s", text)
@@ -291,8 +295,9 @@ class FileHandler(BaseHTTPRequestHandler):
                 self.send_header("Digest", digest)
             self.end_headers()
             if body and end > start:
+                self.server.note_range(path, start, end)
                 self.send_body(f, start, end)
-                self.server.note_sent(path, start, end)
+                self.server.note_sent(end - start)
 
     def send_body(self, f, start: int, end: int) -> None:
         sock = self.connection

@@ -22,6 +22,9 @@ Helpers, as fixtures (there is no tests/__init__.py, so test modules cannot impo
   (or earlier with `.stop()`); `.port` is the bound port.
 - `make_file`: `make_file(path, size, seed=0) -> bytes` writes reproducible random bytes (mtime 1.6e9).
 - `free_port`: `free_port() -> int`, a free loopback TCP port.
+- `proxy`: `proxy(upstream_port, cut_after=None, cut_count=0, rate=None) -> Proxy`, a TCP relay that counts
+  bytes (`down_bytes`), records what clients send (`upstream_data`), cuts or throttles connections, and
+  can `block()`/`unblock()` (a source that stops and comes back); closed at teardown.
 
 tests/dms has no `__init__.py` on purpose: with one, pytest would import it as the package `dms`
 and shadow the real one (there is no tests/__init__.py).
@@ -206,3 +209,132 @@ def make_file():
 @pytest.fixture(scope="session")
 def free_port():
     return _free_port
+
+
+class Proxy:
+    """A TCP relay in front of a server: counts bytes, records client bytes, cuts or throttles streams.
+
+    - `cut_after`: close each of the first `cut_count` connections after relaying that many bytes downstream;
+    - `rate`: bytes per second per connection downstream (None: unlimited);
+    - `block()`: drop every connection and refuse new ones (the source "stops"); `unblock()` to resume.
+    TLS passes through untouched (the client still verifies the server's certificate).
+    """
+
+    def __init__(self, upstream_port: int, *, cut_after: int | None = None, cut_count: int = 0,
+                 rate: float | None = None):
+        import socket
+        self.upstream_port = upstream_port
+        self.cut_after, self.cut_count, self.rate = cut_after, cut_count, rate
+        self.down_bytes = 0
+        self.cuts = 0
+        self.upstream_data = bytearray()
+        self.blocked = False
+        self._lock = threading.Lock()
+        self._socks: list = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _accept(self):
+        import socket
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.blocked:
+                client.close()
+                continue
+            try:
+                up = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                cut = self.cut_after if self.cuts < self.cut_count else None
+                if cut is not None:
+                    self.cuts += 1
+                self._socks += [client, up]
+            for args in ((client, up, False, None), (up, client, True, cut)):
+                t = threading.Thread(target=self._pipe, args=args, daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _pipe(self, src, dst, downstream: bool, cut: int | None):
+        import time
+        sent = 0
+        start = time.monotonic()
+        try:
+            while True:
+                data = src.recv(65536 if self.rate is None else 16384)
+                if not data or self.blocked:
+                    break
+                if cut is not None and sent + len(data) >= cut:
+                    data = data[:cut - sent]
+                    dst.sendall(data)
+                    with self._lock:
+                        self.down_bytes += len(data)
+                    break
+                dst.sendall(data)
+                sent += len(data)
+                with self._lock:
+                    if downstream:
+                        self.down_bytes += len(data)
+                    else:
+                        self.upstream_data += data
+                if self.rate:
+                    ahead = sent / self.rate - (time.monotonic() - start)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        except OSError:
+            pass
+        finally:
+            import socket
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def block(self) -> None:
+        import socket
+        self.blocked = True
+        with self._lock:
+            for s in self._socks:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def unblock(self) -> None:
+        self.blocked = False
+
+    def close(self) -> None:
+        import socket
+        self._closed = True
+        self.block()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass
+        self.listener.close()
+        for t in self._threads:
+            t.join(5)
+
+
+@pytest.fixture
+def proxy():
+    made: list[Proxy] = []
+
+    def make(upstream_port: int, **kw) -> Proxy:
+        p = Proxy(upstream_port, **kw)
+        made.append(p)
+        return p
+    yield make
+    for p in made:
+        p.close()
