@@ -176,7 +176,10 @@ class FileHandler(BaseHTTPRequestHandler):
 
     def request_path(self) -> tuple[str, dict[str, list[str]]]:
         # Not urlsplit: it would read '//etc/passwd' as a host name and hide the absolute path.
-        raw, _, query = self.path.partition("?")
+        # The request line as sent: http.server collapses a leading '//' in self.path, which would
+        # quietly turn an absolute path into a relative one instead of refusing it.
+        words = self.requestline.split()
+        raw, _, query = (words[1] if len(words) >= 2 else self.path).partition("?")
         if raw.startswith(("http://", "https://")):
             raw = "/" + raw.split("/", 3)[3] if raw.count("/") >= 3 else "/"
         return urllib.parse.unquote(raw), urllib.parse.parse_qs(query, keep_blank_values=True)
