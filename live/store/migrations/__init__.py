@@ -1,0 +1,1 @@
+"""Alembic environment of the live store (applied programmatically by live.store.db)."""
