@@ -12,6 +12,8 @@ it sees, passes that history to the pure sizer, keeps the sizer's memory, and lo
         min_history: 24h        # less: the reactive reserve (said in the events)
         floor: 0                # the least reserve (default: each pool's min_ready)
         shadow: false           # true: only log what the forecast would do
+        per_pool: false         # true: each pool meets the service level alone (default: all requests)
+        engine: recursion       # or statsmodels (the same Holt-Winters numbers, slower)
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ from core.forecast import (
 from core.snapshot import Snapshot
 from twin.scenario import POLICY_SECTIONS, Scenario, _Ctx, _duration, _mapping, _number
 
-_KEYS = ["enabled", "service_level", "lead_buffer", "refit", "history", "min_history", "floor", "shadow"]
+_KEYS = ["enabled", "service_level", "lead_buffer", "refit", "history", "min_history", "floor", "shadow", "per_pool",
+         "engine"]
 
 
 class PredictiveSizer:
@@ -126,10 +129,13 @@ class PredictiveSizer:
 
 def validate_predictive(ctx: _Ctx, raw: Any, path: str) -> PredictiveConfig:
     m = _mapping(ctx, raw if raw is not None else {}, path, _KEYS)
-    for key in ("enabled", "shadow"):
+    for key in ("enabled", "shadow", "per_pool"):
         if key in m and not isinstance(m[key], bool):
             raise ctx.fail(f"{path}.{key}", f"expected true or false, got {m[key]!r}")
     floor = m.get("floor")
+    engine = m.get("engine", "recursion")
+    if engine not in ("recursion", "statsmodels"):
+        raise ctx.fail(path + ".engine", f"expected recursion or statsmodels, got {engine!r}")
     cfg = PredictiveConfig(
         enabled=m.get("enabled", True),
         service_level=_number(ctx, m.get("service_level", 0.95), path + ".service_level", strict_min=True,
@@ -138,7 +144,7 @@ def validate_predictive(ctx: _Ctx, raw: Any, path: str) -> PredictiveConfig:
         refit_s=_duration(ctx, m.get("refit", "6h"), path + ".refit", positive=True),
         window_s=_duration(ctx, m.get("history", "14d"), path + ".history", positive=True),
         min_history_s=_duration(ctx, m.get("min_history", "24h"), path + ".min_history"),
-        shadow=m.get("shadow", False),
+        shadow=m.get("shadow", False), per_pool_budget=m.get("per_pool", False), engine=engine,
         floor=None if floor is None else _number(ctx, floor, path + ".floor", integer=True))
     if cfg.refit_s % HOUR:
         raise ctx.fail(path + ".refit", "must be a whole number of hours")

@@ -93,3 +93,9 @@ def test_calendar_grows_the_reserve_as_a_beam_time_starts():
     start = 2 * 86400 + 8 * 3600
     plain = load_scenario(path, overrides=[("duration", "2d12h"), ("calendar", [])])
     assert target_at(simulate(with_cal), start + 1) > target_at(simulate(plain), start + 1)
+
+
+def test_statsmodels_engine_gives_the_same_run():
+    fast = [e.to_dict() for e in simulate(_scenario(engine="recursion"))]
+    ref = [e.to_dict() for e in simulate(_scenario(engine="statsmodels"))]
+    assert fast == ref
