@@ -71,12 +71,15 @@ def test_client_checksum_metadata_and_forwarded_headers(plain, proxy):
     good = f"md5:{hashlib.md5(data).hexdigest()}"
     resp, body = copy(dmts.port, "/g.bin", {
         "Source": f"http://127.0.0.1:{relay.port}/f.bin", "X-Number-Of-Streams": "2", "X-Daaas-Checksum": good,
-        "X-Daaas-Mode": "0600", "X-Daaas-Mtime": "1500000000.5", "TransferHeaderAuthorization": "Bearer t0k",
+        "X-Daaas-Mode": "0600", "X-Daaas-Mtime": "1500000000.5", "X-Daaas-Owner": "1234:2345",
+        "TransferHeaderAuthorization": "Bearer t0k",
         "TransferHeaderX-Trace": "abc"})
     assert body.endswith("success: Created\n"), body
     assert (dst_root / "g.bin").read_bytes() == data
     st = (dst_root / "g.bin").stat()
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_mtime == 1_500_000_000.5
+    if os.geteuid() == 0:
+        assert (st.st_uid, st.st_gid) == (1234, 2345)
     sent = bytes(relay.upstream_data)
     assert sent.count(b"Authorization: Bearer t0k") >= 2 and b"X-Trace: abc" in sent  # on HEAD and every GET
     assert b"TransferHeader" not in sent

@@ -1,0 +1,137 @@
+"""Faults during a pull: streams cut, the source stopping, the client leaving, the disk filling up.
+
+No corrupt or partial file may ever appear under its final name, and a resumed transfer must fetch
+only the ranges that are missing (asserted on the ranges the source was asked for).
+"""
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from dms.dmts import make_dmts_server, part_paths
+from dms.source import make_source_server
+
+
+def copy(port, path, headers, ctx=None):
+    conn = (http.client.HTTPSConnection("localhost", port, context=ctx, timeout=60) if ctx
+            else http.client.HTTPConnection("127.0.0.1", port, timeout=60))
+    conn.request("COPY", path, headers=headers)
+    resp = conn.getresponse()
+    body = resp.read().decode(errors="replace")
+    conn.close()
+    return resp.status, body
+
+
+def wait_for(cond, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_streams_cut_mid_transfer_are_resumed_from_the_cut(tmp_path, serve, make_file, proxy, server_tls,
+                                                            service_client_ctx, client_ctx):
+    data = make_file(tmp_path / "src" / "f.bin", 3 * 1024 * 1024, seed=21)
+    (tmp_path / "dst").mkdir()
+    source = serve(make_source_server(tmp_path / "src", tls=server_tls))
+    cut = 300_000
+    relay = proxy(source.port, cut_after=cut, cut_count=3)
+    dmts = serve(make_dmts_server(tmp_path / "dst", tls=server_tls, client_tls=service_client_ctx))
+    status, body = copy(dmts.port, "/f.bin", {"Source": f"https://localhost:{relay.port}/f.bin",
+                                              "X-Number-Of-Streams": "4"}, client_ctx())
+    assert status == 202 and body.endswith("success: Created\n"), body
+    assert relay.cuts == 3
+    assert (tmp_path / "dst" / "f.bin").read_bytes() == data
+    # Each retry asks only from the byte where its stream was cut: at most a cut's worth is fetched twice.
+    requested = sum(e - s for _, s, e in source.server.ranges_served)
+    assert len(data) < requested <= len(data) + 3 * cut
+    assert [p.name for p in (tmp_path / "dst").iterdir()] == ["f.bin"]
+
+
+@pytest.fixture
+def slow_plain(tmp_path, serve, make_file, proxy):
+    """A plain source behind a relay that gives each connection 1.5 MB/s, and a DMTS that retries quickly."""
+    data = make_file(tmp_path / "src" / "f.bin", 4 * 1024 * 1024, seed=22)
+    (tmp_path / "dst").mkdir()
+    source = serve(make_source_server(tmp_path / "src", tls=None))
+    relay = proxy(source.port, rate=1.5e6)
+    dmts = serve(make_dmts_server(tmp_path / "dst", tls=None))
+    dmts.server.retries = 2
+    return data, source, relay, dmts, tmp_path / "dst"
+
+
+def test_source_stops_then_a_new_copy_fetches_only_missing_ranges(slow_plain):
+    data, source, relay, dmts, dst = slow_plain
+    headers = {"Source": f"http://127.0.0.1:{relay.port}/f.bin", "X-Number-Of-Streams": "2"}
+    result = {}
+
+    def run():
+        result["status"], result["body"] = copy(dmts.port, "/f.bin", headers)
+
+    t = threading.Thread(target=run)
+    t.start()
+    wait_for(lambda: dmts.server.transfer_status() and dmts.server.transfer_status()[0]["bytes"] > 1_000_000,
+             what="a megabyte to arrive")
+    relay.block()  # the source goes away mid-transfer
+    t.join(60)
+    assert "failure: stream" in result["body"] and "gave up" in result["body"], result
+    part, journal = part_paths(dst / "f.bin")
+    assert not (dst / "f.bin").exists()
+    assert part.exists() and journal.exists()  # kept for resumption, under a name that is not the final one
+
+    relay.unblock()
+    relay.rate = None
+    first = list(source.server.ranges_served)
+    status, body = copy(dmts.port, "/f.bin", headers)
+    assert body.endswith("success: Created\n"), body
+    assert (dst / "f.bin").read_bytes() == data  # adler32 of old and new pieces matched the source's Digest
+    snap = dmts.server.transfer_status()[-1]
+    assert snap["resumed_bytes"] > 1_000_000
+    second = source.server.ranges_served[len(first):]
+    fetched = sum(e - s for _, s, e in second)
+    assert fetched == len(data) - snap["resumed_bytes"]  # only the missing ranges were asked for
+    assert sorted(p.name for p in dst.iterdir()) == ["f.bin"]
+
+
+def test_client_disconnect_cancels_and_removes_the_partial_file(slow_plain):
+    data, source, relay, dmts, dst = slow_plain
+    sock = socket.create_connection(("127.0.0.1", dmts.port))
+    sock.sendall(f"COPY /f.bin HTTP/1.1\r\nHost: x\r\nSource: http://127.0.0.1:{relay.port}/f.bin\r\n"
+                 "X-Number-Of-Streams: 2\r\n\r\n".encode())
+    assert sock.recv(100).startswith(b"HTTP/1.1 202")
+    wait_for(lambda: dmts.server.transfer_status()[0]["bytes"] > 500_000, what="data to arrive")
+    sock.close()
+    wait_for(lambda: dmts.server.transfer_status()[0]["state"] == "cancelled", what="the transfer to be cancelled")
+    wait_for(lambda: not list(dst.iterdir()), timeout=5, what="the partial file to be removed")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    assert out.returncode == 0, f"cannot mount a tmpfs (the fault tests need root): {out.stderr}"
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_disk_full_fails_cleanly(tmp_path, small_disk, serve, make_file):
+    make_file(tmp_path / "src" / "big.bin", 3 * 1024 * 1024, seed=23)  # bigger than the 2 MiB disk
+    small = make_file(tmp_path / "src" / "small.bin", 1024 * 1024, seed=24)
+    source = serve(make_source_server(tmp_path / "src", tls=None))
+    dmts = serve(make_dmts_server(small_disk, tls=None))
+    status, body = copy(dmts.port, "/big.bin", {"Source": f"http://127.0.0.1:{source.port}/big.bin",
+                                                "X-Number-Of-Streams": "2"})
+    assert status == 202 and "failure: no space left on device" in body, body
+    assert list(small_disk.iterdir()) == []
+    # The disk is usable afterwards: what fits still arrives intact.
+    status, body = copy(dmts.port, "/small.bin", {"Source": f"http://127.0.0.1:{source.port}/small.bin"})
+    assert body.endswith("success: Created\n") and (small_disk / "small.bin").read_bytes() == small
