@@ -1,0 +1,164 @@
+"""Leader election: a file lock for SQLite; a PostgreSQL advisory lock for several instances sharing a
+real PostgreSQL server (Debian's, started here as the postgres user), with takeover when the leader dies."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import simpy
+
+from core.config import CloudConfig, Config, PolicyConfig, PoolConfig
+from live.leader import FileLeader, PgLeader, leader_for
+from live.store import open_store
+from live.usage_log import UsageLog
+from live.vmm import Vmm, VmmOptions
+from twin.cloud import SimCloud, SimCloudSpec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        pytest.fail("PostgreSQL is not installed (Debian package 'postgresql', listed in .ci/apt-packages.txt)")
+    return found[-1].parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    """A PostgreSQL server of its own on a free loopback port; its URL. Stopped (and waited for) after."""
+    bin_ = _pg_bin()
+    d = Path(tempfile.mkdtemp(prefix="daaas-pg-"))
+    os.chmod(d, 0o755)
+    data = d / "data"
+    data.mkdir()
+    shutil.chown(data, "postgres", "postgres")
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(as_pg + [str(bin_ / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    port = _free_port()
+    subprocess.run(as_pg + [str(bin_ / "pg_ctl"), "-D", str(data), "-o",
+                            f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "-l", str(data / "log"),
+                            "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_pg + [str(bin_ / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_file_leader_admits_one_instance(tmp_path):
+    a, b = FileLeader(tmp_path / "l.lock"), FileLeader(tmp_path / "l.lock")
+    assert a.acquire() and a.acquire()
+    assert not b.acquire()
+    a.release()
+    assert b.acquire()
+    b.release()
+
+
+def test_file_leader_is_freed_when_its_process_is_killed(tmp_path):
+    lock = tmp_path / "l.lock"
+    code = ("import sys, time; from live.leader import FileLeader; "
+            f"assert FileLeader({str(lock)!r}).acquire(); print('led', flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "led"
+        assert not FileLeader(lock).acquire()
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert FileLeader(lock).acquire()
+
+
+def test_sqlite_store_gets_a_file_leader(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'x.db'}")
+    assert isinstance(leader_for(store.engine), FileLeader)
+    store.close()
+
+
+def _instances(url: str, tmp_path: Path, n: int):
+    """`n` VMM instances (own engines, own leaders) over one PostgreSQL store and shared simulated clouds."""
+    env = simpy.Environment()
+    cloud = SimCloud(env, SimCloudSpec(name="a", boot_median_s=5, boot_sigma=0.01, boot_failure_rate=0),
+                     random.Random(3))
+    config = Config(pools=(PoolConfig(name="p", min_ready=3, max_total=10),), clouds=(CloudConfig(name="a"),),
+                    policy=PolicyConfig())
+    out = []
+    for i in range(n):
+        store = open_store(url)
+        vmm = Vmm(store=store, clouds={"a": cloud}, config=config, owner_id="pg-test",
+                  log=UsageLog(tmp_path / f"logs{i}", {}), options=VmmOptions())
+        out.append((vmm, leader_for(store.engine)))
+    return env, cloud, out
+
+
+def test_exactly_one_of_two_instances_leads_and_no_deficit_is_launched_twice(pg_url, tmp_path):
+    env, cloud, inst = _instances(pg_url, tmp_path, 2)
+    assert all(isinstance(leader, PgLeader) for _, leader in inst)
+    passes = [0, 0]
+    for t in range(0, 12, 2):
+        if t > env.now:
+            env.run(until=t)
+        leading = [leader.acquire() for _, leader in inst]
+        assert sum(leading) == 1
+        for i, (vmm, _) in enumerate(inst):
+            if leading[i]:
+                vmm.run_pass(1000.0 + t)
+                passes[i] += 1
+    assert sorted(passes) == [0, 6]
+    launched = [v for v in cloud.list_vms()]
+    assert len(launched) == 3  # the reserve once, not once per instance
+    store = inst[0][0].store
+    assert len(store.vms()) == 3
+    # The leader dies (its session ends): the other takes over and keeps the reserve, launching nothing new.
+    lead = passes.index(6)
+    inst[lead][1].release()
+    inst[lead][0].store.engine.dispose()
+    other_vmm, other_leader = inst[1 - lead]
+    assert other_leader.acquire()
+    env.run(until=20)
+    other_vmm.run_pass(1020.0)
+    assert len(cloud.list_vms()) == 3 and {r.state for r in other_vmm.store.vms()} == {"ready"}
+    for vmm, leader in inst:
+        leader.release()
+        vmm.store.close()
+
+
+def test_a_killed_leader_process_is_taken_over(pg_url):
+    code = ("import time; from live.store import open_store; from live.leader import leader_for; "
+            f"l = leader_for(open_store({pg_url!r}).engine); assert l.acquire(); print('led', flush=True); "
+            "time.sleep(120)")
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    store = open_store(pg_url)
+    leader = leader_for(store.engine)
+    try:
+        assert p.stdout.readline().strip() == "led"
+        assert not leader.acquire()
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        deadline = time.monotonic() + 30  # the server notices the dead session's socket close
+        while not leader.acquire():
+            assert time.monotonic() < deadline, "the advisory lock was not released after SIGKILL"
+            time.sleep(0.1)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        leader.release()
+        store.close()
