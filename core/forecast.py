@@ -49,6 +49,7 @@ class PredictiveConfig:
     smoothing_level: float = 0.1  # Holt-Winters level and seasonal smoothing (fixed: fitting is per refit;
     smoothing_seasonal: float = 0.1  # low, as hourly counts of a quiet pool are mostly noise)
     engine: str = "recursion"  # or "statsmodels" (same numbers, slower): see `holt_winters`
+    dispersion: bool = True  # widen the reserve by the forecast's own past errors (negative binomial)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class PoolForecast:
     calendar_factor: float = 1.0
     method: str = "holt-winters"
     reserves: tuple[int, ...] = ()  # the reserve for each hour of `rates` (see `plan_reserves`)
+    dispersion: float = 0.0  # relative variance of the true rate around the forecast (from past errors)
 
     def rate_at(self, t: float) -> float | None:
         i = int((t - self.start) // HOUR)
@@ -149,14 +151,27 @@ def poisson_quantile(mean: float, level: float) -> int:
     return k
 
 
-def wait_probability(mean_in_lead: float, reserve: int) -> float:
-    """P(Poisson(mean) >= reserve): the chance an arrival finds the reserve used up."""
+def wait_probability(mean_in_lead: float, reserve: int, dispersion: float = 0.0) -> float:
+    """P(N >= reserve): the chance an arrival finds the reserve used up, N the arrivals within the lead.
+
+    N is Poisson at the forecast mean; with `dispersion` c2 > 0 the rate itself is uncertain (Gamma
+    with relative variance c2, as the forecast's past errors showed), which makes N negative binomial.
+    """
     if reserve <= 0:
         return 1.0
-    p = math.exp(-mean_in_lead)
+    if dispersion <= 1e-9 or mean_in_lead <= 0:
+        p = math.exp(-mean_in_lead)
+        cdf = p
+        for k in range(1, reserve):
+            p *= mean_in_lead / k
+            cdf += p
+        return max(0.0, 1.0 - cdf)
+    shape = 1.0 / dispersion
+    q = mean_in_lead / (shape + mean_in_lead)
+    p = (1.0 - q) ** shape
     cdf = p
-    for k in range(1, reserve):
-        p *= mean_in_lead / k
+    for j in range(reserve - 1):
+        p *= (shape + j) / (j + 1) * q
         cdf += p
     return max(0.0, 1.0 - cdf)
 
@@ -167,9 +182,9 @@ def plan_reserves(rates: Sequence[float], lead_s: float, service_level: float, *
     return plan_reserves_jointly([(rates, lead_s, floor, cap)], service_level)[0]
 
 
-def plan_reserves_jointly(series: Sequence[tuple[Sequence[float], float, int, int]], service_level: float
-                          ) -> list[tuple[int, ...]]:
-    """Reserves per hour for several pools `(rates, lead_s, floor, cap)` sharing one budget of waits.
+def plan_reserves_jointly(series: Sequence[tuple], service_level: float) -> list[tuple[int, ...]]:
+    """Reserves per hour for several pools `(rates, lead_s, floor, cap[, dispersion])` sharing one
+    budget of waits.
 
     Minimises idle reserve-hours + mu x expected waits hour by hour, with the multiplier mu found by
     bisection so the expected waits fit (1 - level) of all forecast arrivals: the waits go where a
@@ -179,14 +194,15 @@ def plan_reserves_jointly(series: Sequence[tuple[Sequence[float], float, int, in
     # where k is not allowed; argmin over k of k + mu x waits, vectorised over all rows.
     rows, floors, lengths = [], [], []
     total = 0.0
-    for rates, lead_s, floor, cap in series:
+    for rates, lead_s, floor, cap, *rest in series:
+        disp = rest[0] if rest else 0.0
         lead_h = lead_s / HOUR
         lengths.append(len(rates))
         for r in rates:
             r = max(0.0, float(r))
             total += r
-            hi = max(floor, min(cap, poisson_quantile(r * lead_h, 1.0 - 1e-4) + 1))
-            rows.append([r * wait_probability(r * lead_h, k) for k in range(floor, hi + 1)])
+            hi = max(floor, min(cap, poisson_quantile(r * lead_h * (1.0 + 4.0 * disp), 1.0 - 1e-4) + 2))
+            rows.append([r * wait_probability(r * lead_h, k, disp) for k in range(floor, hi + 1)])
             floors.append(floor)
     if not rows:
         return [() for _ in series]
@@ -266,10 +282,21 @@ def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horiz
         method = "seasonal-naive"
     rates = np.clip(base, 0.0, None) * dow[_weekday(t_next, week_origin)]
     rates = np.where(_covered(t_next, cal), rates * factor, rates)
+    dispersion = 0.0
+    if cfg.dispersion and n >= 72:
+        # How wrong was the same model a day ago about the last day? Errors beyond Poisson noise
+        # (bursts, shifts in volume) widen the reserve's distribution (method of moments).
+        k = 24
+        past = np.clip(holt_winters(adj[:-k], cfg.smoothing_level, cfg.smoothing_seasonal, k), 0.0, None)
+        past = past * dow[wd_hist[-k:]]
+        past = np.where(in_cal[-k:], past * factor, past)
+        if past.mean() > 0:
+            excess = float(np.mean((y[-k:] - past) ** 2) - past.mean())
+            dispersion = min(4.0, max(0.0, excess / float(np.mean(past ** 2))))
     total = sum(c for _, c in history.locations) or 0
     locs = tuple((loc, c / total) for loc, c in history.locations if c) if total else ()
     return PoolForecast(history.pool, now, float(t_next[0]) if horizon_h else history.start + n * HOUR,
-                        tuple(float(r) for r in rates), locs, float(factor), method)
+                        tuple(float(r) for r in rates), locs, float(factor), method, dispersion=dispersion)
 
 
 def holt_winters(y: np.ndarray, alpha: float, gamma: float, horizon_h: int, *, period: int = 24,
@@ -373,7 +400,8 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
         groups = [[p] for p in pools] if cfg.per_pool_budget else [pools]
         for group in groups:
             plans = plan_reserves_jointly(
-                [(forecasts[p.name].rates, lead_time_s(p, config, cfg), _floor(p, cfg), p.max_total) for p in group],
+                [(forecasts[p.name].rates, lead_time_s(p, config, cfg), _floor(p, cfg), p.max_total,
+                  forecasts[p.name].dispersion) for p in group],
                 cfg.service_level)
             for p, plan in zip(group, plans, strict=True):
                 f = forecasts[p.name] = replace(forecasts[p.name], reserves=plan)

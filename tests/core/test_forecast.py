@@ -136,3 +136,10 @@ def test_holt_winters_recursion_equals_statsmodels():
         # Hours 1..23 ahead agree exactly; 24 h ahead statsmodels (0.14) takes another seasonal term
         # than the textbook s(n+h-m) = s(n) the recursion uses, so the last hour is left out.
         assert np.allclose(fast[:23], ref[:23], atol=1e-9)
+
+
+def test_an_uncertain_rate_makes_waits_likelier():
+    for reserve in (1, 2, 3):
+        poisson = wait_probability(0.5, reserve)
+        assert wait_probability(0.5, reserve, 0.5) > poisson
+        assert wait_probability(0.5, reserve, 1e-6) == pytest.approx(poisson, rel=1e-4)
