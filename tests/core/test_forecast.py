@@ -138,8 +138,11 @@ def test_holt_winters_recursion_equals_statsmodels():
         assert np.allclose(fast[:23], ref[:23], atol=1e-9)
 
 
-def test_an_uncertain_rate_makes_waits_likelier():
-    for reserve in (1, 2, 3):
+def test_an_uncertain_rate_fattens_the_tail():
+    # A Gamma-mixed rate makes no arrival at all likelier (Jensen) but several arrivals likelier too.
+    assert wait_probability(0.5, 1, 0.5) < wait_probability(0.5, 1)
+    for reserve in (1, 2, 3, 4):
         poisson = wait_probability(0.5, reserve)
-        assert wait_probability(0.5, reserve, 0.5) > poisson
+        if reserve >= 2:
+            assert wait_probability(0.5, reserve, 0.5) > poisson
         assert wait_probability(0.5, reserve, 1e-6) == pytest.approx(poisson, rel=1e-4)
