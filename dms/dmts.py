@@ -45,7 +45,6 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Empty, Queue
 from xml.sax.saxutils import escape
 
 from dms import checksum as ck
@@ -158,6 +157,28 @@ def combined_adler32(size: int, pieces: list[tuple[int, int, int]]) -> int | Non
         value = ck.adler32_combine(value, a, e - s)
         pos = e
     return value if pos == size else None
+
+
+class ChunkQueue:
+    """Chunks dealt round-robin to the streams; a stream whose share is done takes from the fullest other.
+
+    Dealing first (rather than one shared queue) makes every stream carry its part even when one
+    thread starts before the others; taking from the others keeps a fast stream busy to the end.
+    """
+
+    def __init__(self, chunks: list[tuple[int, int]], streams: int):
+        self._lock = threading.Lock()
+        self._shares: list[list[tuple[int, int]]] = [chunks[i::streams][::-1] for i in range(streams)]
+        self._started = [False] * streams
+
+    def take(self, i: int) -> tuple[int, int] | None:
+        with self._lock:
+            self._started[i] = True
+            share = self._shares[i]
+            if not share:  # never take from a stream that has not started: it will do its own share
+                others = [s for j, s in enumerate(self._shares) if self._started[j]]
+                share = max(others, key=len)
+            return share.pop() if share else None
 
 
 @dataclass
@@ -340,10 +361,8 @@ class Transfer:
             return
         streams = self.req.streams
         chunk = min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(sum(e - s for s, e in todo) / streams)))
-        queue: Queue[tuple[int, int]] = Queue()
-        for s, e in todo:
-            for a in range(s, e, chunk):
-                queue.put((a, min(e, a + chunk)))
+        chunks = [(a, min(e, a + chunk)) for s, e in todo for a in range(s, e, chunk)]
+        queue = ChunkQueue(chunks, streams)
         errors: list[TransferFailed] = []
         stop = threading.Event()
         self.state.stream_bytes = [0] * streams
@@ -376,17 +395,17 @@ class Transfer:
         if missing_ranges(size, journal.pieces):
             raise TransferFailed("internal error: ranges missing after all streams finished", keep=True)
 
-    def stream(self, i: int, fd: int, size: int, queue: Queue, journal: Journal, stop: threading.Event) -> None:
+    def stream(self, i: int, fd: int, size: int, queue: ChunkQueue, journal: Journal, stop: threading.Event) -> None:
         buf = bytearray(READ_BLOCK)
         mv = memoryview(buf)
         conn = None
         forward = dict(self.req.forward)
         try:
             while not stop.is_set():
-                try:
-                    start, end = queue.get_nowait()
-                except Empty:
+                got = queue.take(i)
+                if got is None:
                     return
+                start, end = got
                 off, failures = start, 0
                 while off < end and not stop.is_set():
                     piece_start, adler = off, 1
