@@ -277,11 +277,12 @@ def api_transfer(api_url: str, sess: requests.Session, body: dict) -> tuple[floa
     r.raise_for_status()
     tid = r.json()["id"]
     while True:
-        st = sess.get(f"{api_url}/transfers/{tid}", timeout=30).json()
+        st = sess.get(f"{api_url}/transfers/{tid}?files=0", timeout=30).json()
         if st["state"] in ("done", "failed", "cancelled"):
             break
         time.sleep(0.05)
     elapsed = time.time() - t0
+    st = sess.get(f"{api_url}/transfers/{tid}", timeout=30).json()
     if st["state"] != "done":
         raise RuntimeError(f"transfer {tid} ended {st['state']}: {st['error']}")
     return elapsed, st, t0

@@ -3,7 +3,7 @@
     POST   /transfers        {"source", "destination", "paths": [...] | "directory", "adapter", "streams",
                               "cwd"?, "parallel_files"?, "verify_checksum"?}  -> 201 {"id", ...}
     GET    /transfers        every transfer (summaries)
-    GET    /transfers/<id>   state, files done/total, bytes done/total, per-file state
+    GET    /transfers/<id>   state, files done/total, bytes done/total, per-file state (`?files=0`: without)
     DELETE /transfers/<id>   cancel (202); 409 when it already finished
     GET    /healthz          no authentication
 
@@ -181,7 +181,11 @@ def create_app(config: Mapping[str, Any] | None = None, *, config_file: str | Pa
 
     @app.get("/transfers/<tid>")
     def get_transfer(tid: str):
-        return jsonify(_find(tid).to_dict())
+        # `?files=0` leaves out the per-file list: cheap polling of a transfer of many files.
+        files = request.args.get("files", "1")
+        if files not in ("0", "1"):
+            raise BadRequest("files", f"query parameter must be 0 or 1, got {files!r}")
+        return jsonify(_find(tid).to_dict(with_files=files == "1"))
 
     @app.delete("/transfers/<tid>")
     def cancel_transfer(tid: str):

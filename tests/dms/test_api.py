@@ -174,6 +174,9 @@ def test_directory_transfer_small_first_over_real_tls(world, api_server, user_ce
     assert body["files_done"] == body["files_total"] == len(sizes)
     assert body["bytes_done"] == body["bytes_total"] == sum(sizes.values())
     assert [f["path"] for f in body["files"]] == sorted(sizes, key=lambda p: (sizes[p], p))
+    brief = s.get(f"{base}/transfers/{tid}?files=0", timeout=10).json()
+    assert "files" not in brief and brief["files_done"] == len(sizes)
+    assert s.get(f"{base}/transfers/{tid}?files=x", timeout=10).status_code == 400
     for p, b in data.items():
         assert (world["dst"] / p).read_bytes() == b
     assert not (world["dst"] / "other").exists()
