@@ -246,11 +246,13 @@ class Transfer:
             return http.client.HTTPSConnection(self.url.hostname, port, context=ctx, timeout=timeout)
         return http.client.HTTPConnection(self.url.hostname, port, timeout=timeout)
 
-    def head(self, want: str | None) -> http.client.HTTPResponse:
+    def head(self, want: str | None, *, timeout: float | None = None) -> http.client.HTTPResponse:
         headers = dict(self.req.forward)
         if want:
             headers["Want-Digest"] = want
         conn = self.connect()
+        if timeout is not None:
+            conn.timeout = timeout  # a Digest of a large file takes the source a while to compute
         try:
             conn.request("HEAD", self.path, headers=headers)
             resp = conn.getresponse()
@@ -293,7 +295,7 @@ class Transfer:
 
         def fetch_digest():
             try:
-                r = self.head(want)
+                r = self.head(want, timeout=self.server.digest_timeout)
                 digest_box["value"] = ck.parse_digest(r.getheader("Digest") or "") if r.status == 200 else {}
             except (TransferFailed, ck.ChecksumError) as e:
                 digest_box["error"] = str(e)
@@ -322,7 +324,13 @@ class Transfer:
             self.state.resumed_bytes = sum(e - s for s, e, _ in journal.pieces)
             self.pull(fd, size, journal)
             journal.flush(fd)
-            digest_thread.join(self.server.io_timeout + 5)
+            while digest_thread.is_alive() and not self.cancelled.is_set():
+                digest_thread.join(0.2)
+            if self.cancelled.is_set():
+                raise TransferFailed(self.cancel_reason or "cancelled")
+            if "error" in digest_box:
+                # Never skip verification silently: the data is kept, a new COPY only verifies again.
+                raise TransferFailed(f"could not get the source's Digest: {digest_box['error']}", keep=True)
             self.verify(fd, size, journal, digest_box)
             if self.server.fsync_on_complete:
                 os.fsync(fd)
@@ -535,6 +543,8 @@ class DmtsServer(DmsHTTPServer):
         self.marker_interval = 1.0
         self.retries = 4
         self.io_timeout = 30.0
+        self.digest_timeout = 3600.0
+        self.max_kept_statuses = 10000
         self.fsync_on_complete = True
         self.transfers: dict[str, TransferState] = {}
         self._active: dict[Path, Transfer] = {}
@@ -546,6 +556,15 @@ class DmtsServer(DmsHTTPServer):
             st = self.transfers.get(transfer_id)
             return st.snapshot() if st else None
         return [s.snapshot() for s in list(self.transfers.values())]
+
+    def cancel(self, transfer_id: str, reason: str = "cancelled by request") -> bool:
+        """Cancel a running transfer (its part file is removed); False when no such transfer is running."""
+        with self._active_lock:
+            for t in self._active.values():
+                if t.state.id == transfer_id:
+                    t.cancel(reason)
+                    return True
+        return False
 
     def claim(self, final: Path, transfer: Transfer) -> bool:
         with self._active_lock:
@@ -814,7 +833,13 @@ class DmtsHandler(FileHandler):
             f"\tTotal Stripe Count: {k}\nEnd\n" for i in range(len(counts)))
 
     def run_copy(self, transfer: Transfer, state: TransferState) -> None:
-        self.server.transfers[state.id] = state
+        transfers = self.server.transfers
+        transfers[state.id] = state
+        while len(transfers) > self.server.max_kept_statuses:  # keep the newest statuses only
+            oldest = next(iter(transfers))
+            if transfers[oldest].state == "running":
+                break
+            transfers.pop(oldest, None)
         result: dict = {}
 
         def work():

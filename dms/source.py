@@ -107,6 +107,14 @@ class DmsHTTPServer(ThreadingHTTPServer):
             self.rejections.append(text)
             del self.rejections[:-1000]
 
+    def handle_error(self, request, client_address):
+        import sys
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, ssl.SSLError, TimeoutError)):
+            log.info("connection from %s ended: %s", client_address[0], exc)  # a client that left: not our bug
+            return
+        log.exception("error serving %s", client_address[0])
+
     def finish_request(self, request, client_address):
         if self.contexts is not None:
             try:

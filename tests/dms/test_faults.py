@@ -135,3 +135,22 @@ def test_disk_full_fails_cleanly(tmp_path, small_disk, serve, make_file):
     # The disk is usable afterwards: what fits still arrives intact.
     status, body = copy(dmts.port, "/small.bin", {"Source": f"http://127.0.0.1:{source.port}/small.bin"})
     assert body.endswith("success: Created\n") and (small_disk / "small.bin").read_bytes() == small
+
+
+def test_cancel_by_id_reports_failure_and_removes_the_partial_file(slow_plain):
+    data, source, relay, dmts, dst = slow_plain
+    result = {}
+
+    def run():
+        result["status"], result["body"] = copy(dmts.port, "/f.bin", {"Source": f"http://127.0.0.1:{relay.port}/f.bin"})
+
+    t = threading.Thread(target=run)
+    t.start()
+    wait_for(lambda: dmts.server.transfer_status() and dmts.server.transfer_status()[0]["bytes"] > 300_000,
+             what="data to arrive")
+    assert dmts.server.cancel(dmts.server.transfer_status()[0]["id"], "stopped by the operator")
+    t.join(30)
+    assert result["body"].endswith("failure: stopped by the operator\n"), result
+    assert dmts.server.transfer_status()[0]["state"] == "cancelled"
+    assert list(dst.iterdir()) == []
+    assert not dmts.server.cancel("no-such-id")
