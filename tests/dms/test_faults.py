@@ -5,7 +5,9 @@ only the ranges that are missing (asserted on the ranges the source was asked fo
 """
 from __future__ import annotations
 
+import errno
 import http.client
+import os
 import socket
 import subprocess
 import threading
@@ -154,3 +156,38 @@ def test_cancel_by_id_reports_failure_and_removes_the_partial_file(slow_plain):
     assert dmts.server.transfer_status()[0]["state"] == "cancelled"
     assert list(dst.iterdir()) == []
     assert not dmts.server.cancel("no-such-id")
+
+
+def test_disk_filling_mid_transfer_fails_cleanly(tmp_path, small_disk, serve, make_file, monkeypatch):
+    """A file system without fallocate: the disk fills while the streams write, not before."""
+    def no_fallocate(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_fallocate)
+    make_file(tmp_path / "src" / "big.bin", 3 * 1024 * 1024, seed=25)
+    source = serve(make_source_server(tmp_path / "src", tls=None))
+    dmts = serve(make_dmts_server(small_disk, tls=None))
+    status, body = copy(dmts.port, "/big.bin", {"Source": f"http://127.0.0.1:{source.port}/big.bin",
+                                                "X-Number-Of-Streams": "3"})
+    assert status == 202 and "failure: no space left on device writing big.bin" in body, body
+    assert list(small_disk.iterdir()) == []
+
+
+def test_a_changed_source_is_not_resumed(slow_plain, make_file):
+    data, source, relay, dmts, dst = slow_plain
+    headers = {"Source": f"http://127.0.0.1:{relay.port}/f.bin", "X-Number-Of-Streams": "2"}
+    t = threading.Thread(target=copy, args=(dmts.port, "/f.bin", headers))
+    t.start()
+    wait_for(lambda: dmts.server.transfer_status() and dmts.server.transfer_status()[0]["bytes"] > 500_000,
+             what="data to arrive")
+    relay.block()
+    t.join(60)
+    assert part_paths(dst / "f.bin")[1].exists()
+    relay.unblock()
+    relay.rate = None
+    new = make_file(source.server.root / "f.bin", len(data), seed=99)  # same size, new content and mtime
+    os.utime(source.server.root / "f.bin", (1_700_000_000, 1_700_000_000))
+    status, body = copy(dmts.port, "/f.bin", headers)
+    assert body.endswith("success: Created\n"), body
+    assert dmts.server.transfer_status()[-1]["resumed_bytes"] == 0
+    assert (dst / "f.bin").read_bytes() == new
