@@ -123,3 +123,20 @@ def test_ranges_beyond_the_file(servers, client_ctx):
     assert status == 416 and "past the end" in body
     status, body = request(servers["source"].port, "GET", "/ok.bin", client_ctx(), {"Range": "bytes=10-5"})
     assert status == 400
+
+
+def test_a_revocation_takes_effect_without_a_restart(tmp_path, serve, make_file):
+    from dms import pki, tls
+    ca = tmp_path / "ca"
+    pki.init_ca(ca)
+    svc = pki.issue(ca, "svc", role="service")
+    user = pki.issue(ca, "bob", role="user")
+    make_file(tmp_path / "src" / "ok.bin", 1000)
+    cfg = tls.TlsConfig(cert=svc.cert, key=svc.key, ca=pki.ca_cert_path(ca), crl=pki.crl_path(ca))
+    source = serve(make_source_server(tmp_path / "src", tls=cfg))
+    ctx = tls.client_context(cert=user.cert, key=user.key, ca=pki.ca_cert_path(ca))
+    assert request(source.port, "GET", "/ok.bin", ctx)[0] == 200
+    time.sleep(0.01)  # a distinct CRL mtime even on coarse clocks
+    pki.revoke(ca, "bob")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        request(source.port, "GET", "/ok.bin", ctx)
