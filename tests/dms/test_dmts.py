@@ -156,3 +156,15 @@ def test_pull_over_mutual_tls(tmp_path, serve, make_file, server_tls, service_cl
     assert snap["state"] == "succeeded" and snap["bytes"] == len(data) and snap["streams"] == 3
     assert os.listdir(dst_root) == ["f.bin"]
 
+
+
+@pytest.mark.parametrize("size,streams", [(0, 1), (1, 4), (300_001, 8)])
+def test_tiny_and_empty_files(tmp_path, serve, make_file, size, streams):
+    data = make_file(tmp_path / "src" / "t.bin", size, seed=size)
+    (tmp_path / "dst").mkdir()
+    source = serve(make_source_server(tmp_path / "src", tls=None))
+    dmts = serve(make_dmts_server(tmp_path / "dst", tls=None))
+    resp, body = copy(dmts.port, "/t.bin", {"Source": f"http://127.0.0.1:{source.port}/t.bin",
+                                            "X-Number-Of-Streams": str(streams)})
+    assert body.endswith("success: Created\n"), body
+    assert (tmp_path / "dst" / "t.bin").read_bytes() == data
