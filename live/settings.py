@@ -90,17 +90,19 @@ def _build(cls, data: Any, where: str, *, skip: frozenset[str] = frozenset()) ->
         raise SettingsError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
     kw = {}
     for k, v in data.items():
-        default = fields[k].default
-        if isinstance(default, str):
+        kind = str(fields[k].type)  # annotations are strings (from __future__ import annotations)
+        if kind == "str":
             if not isinstance(v, str) or not v:
                 raise SettingsError(f"{where}.{k}: expected a non-empty string, got {v!r}")
             kw[k] = v
-        elif isinstance(default, tuple):
+        elif kind.startswith("tuple[str"):
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise SettingsError(f"{where}.{k}: expected a list of names, got {v!r}")
             kw[k] = tuple(v)
+        elif kind in ("int", "float"):
+            kw[k] = _number(f"{where}.{k}", v, integer=kind == "int")
         else:
-            kw[k] = _number(f"{where}.{k}", v, integer=isinstance(default, int) and not isinstance(default, bool))
+            raise SettingsError(f"{where}.{k}: not settable here")
     return cls(**kw)
 
 

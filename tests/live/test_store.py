@@ -38,6 +38,17 @@ def test_migrations_create_the_schema_and_rerun_as_a_no_op(tmp_path):
     s.close()
 
 
+def test_the_head_constant_is_alembics_head():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from live.store.db import HEAD, MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD
+
+
 def test_every_transition_is_recorded_and_illegal_ones_refused(store):
     vm = ready_vm(store)
     assert not store.move(vm, "booting", now=5)  # ready -> booting is not in the state machine
