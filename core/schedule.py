@@ -139,5 +139,6 @@ def next_wakeup(snapshot: Snapshot, config: Config, clouds: Mapping[str, CloudHe
     lead = config.policy.maintenance_lead_s
     for c in config.clouds:
         for w in c.maintenance:
-            due += (w.start - lead, w.start, w.end)
+            # A cloud is going down once its window starts within the lead (strictly), i.e. just after start - lead.
+            due += (w.start - lead + _EPS, w.start, w.end)
     return min([best, *(t for t in due if t > floor)])
