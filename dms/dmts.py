@@ -53,7 +53,9 @@ from dms.source import DmsHTTPServer, FileHandler
 from dms.tls import TlsConfig
 
 log = logging.getLogger("dms.dmts")
-READ_BLOCK = 1024 * 1024
+# Bytes read from the socket per pwrite. A read that a cut interrupts loses what it had gathered, so
+# this is also what a retry may fetch again; 256 KiB keeps that small at a negligible cost in calls.
+READ_BLOCK = 256 * 1024
 PIECE = 16 * 1024 * 1024  # journal granularity: at most this much is fetched again after a crash
 MAX_CHUNK = 256 * 1024 * 1024
 MIN_CHUNK = 256 * 1024
