@@ -16,9 +16,10 @@ def current_window_end(cloud: CloudConfig, now: float) -> float | None:
 
 
 def next_window_start(cloud: CloudConfig, now: float, lead_s: float) -> float | None:
-    """The start of a window that is running or begins within `lead_s`, or None."""
+    """The start of a window that is running or begins within `lead_s` (inclusive), or None."""
     for w in cloud.maintenance:
-        if w.contains(now) or now <= w.start < now + lead_s:
+        # Inclusive, so the lead starts exactly at `start - lead_s`, the wakeup `core.schedule` gives.
+        if w.contains(now) or now <= w.start <= now + lead_s:
             return w.start
     return None
 

@@ -139,6 +139,5 @@ def next_wakeup(snapshot: Snapshot, config: Config, clouds: Mapping[str, CloudHe
     lead = config.policy.maintenance_lead_s
     for c in config.clouds:
         for w in c.maintenance:
-            # A cloud is going down once its window starts within the lead (strictly), i.e. just after start - lead.
-            due += (w.start - lead + _EPS, w.start, w.end)
+            due += (w.start - lead, w.start, w.end)
     return min([best, *(t for t in due if t > floor)])
