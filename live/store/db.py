@@ -44,9 +44,9 @@ def migrate(engine: Engine) -> None:
     of start-up: a restarted VMM should be back at work at once.
     """
     with engine.connect() as conn:
-        if inspect(conn).has_table("alembic_version"):
-            if conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD:
-                return
+        if (inspect(conn).has_table("alembic_version")
+                and conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD):
+            return
     from alembic import command
     from alembic.config import Config as AlembicConfig
 

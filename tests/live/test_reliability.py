@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from core.config import CloudConfig, Config, HealthConfig, PolicyConfig
+from core.config import CloudConfig, Config, HealthConfig
 from core.ports import OWNER_TAG, VM_TAG, CloudError, CloudVm, CloudVmState
 from live.settings import load_settings
 from live.store import open_store
@@ -167,6 +168,7 @@ def driver(argv: list[str]) -> None:
     leader = leader_for(vmm.store.engine)
     while not leader.acquire():
         time.sleep(0.05)
+    print("up", flush=True)
     n = 0
     while passes <= 0 or n < passes:
         vmm.run_pass(time.time())
@@ -212,7 +214,11 @@ def test_sigkill_during_bursts_loses_and_leaks_nothing(tmp_path, motos):
             store.release(rid, now=time.time())
             released.add(rid)
         p = _spawn(settings, motos, "8,40")
-        time.sleep(rng.uniform(0.6, 2.4))  # start-up takes about a second here: kills land before and in passes
+        # Kill at a random point of its first passes, counted from when it is wired (start-up time
+        # varies a lot on a loaded machine and is not what is being tested).
+        ready, _, _ = select.select([p.stdout], [], [], 60)
+        assert ready and p.stdout.readline().strip() == "up", p.stderr.read() if p.poll() is not None else "no start"
+        time.sleep(rng.uniform(0.0, 1.2))
         p.send_signal(signal.SIGKILL)
         p.wait()
         p.stdout.close()
