@@ -78,14 +78,19 @@ def part_paths(final: Path) -> tuple[Path, Path]:
 class Journal:
     """Completed ranges of a part file, persisted so that a later transfer resumes from them."""
 
-    def __init__(self, path: Path, header: dict):
+    def __init__(self, path: Path, header: dict, *, interval: float = 1.0):
         self.path = path
         self.header = header
+        self.interval = interval
         self.pieces: list[tuple[int, int, int]] = []
         self._pending: list[tuple[int, int, int]] = []
-        self._lock = threading.Lock()
-        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()  # guards pieces/_pending; held only for list operations
+        self._io_lock = threading.Lock()  # one flush at a time
         self._fd: int | None = None
+        self._data_fd: int | None = None
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self.error: OSError | None = None
 
     def load(self) -> bool:
         """Read the pieces of an earlier attempt at the same source version; False (and reset) otherwise."""
@@ -102,38 +107,56 @@ class Journal:
             self.pieces = []
             return False
 
-    def open(self, fresh: bool) -> None:
+    def open(self, fresh: bool, data_fd: int) -> None:
+        """Open the journal and start flushing it every `interval` s in the background.
+
+        The flush (fdatasync of the data, then the journal's fsync) runs in its own thread so that the
+        streams never wait for the disk to catch up.
+        """
         if fresh:
             self.pieces = []
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else os.O_APPEND)
         self._fd = os.open(self.path, flags, 0o600)
+        self._data_fd = data_fd
         if fresh:
             os.write(self._fd, (json.dumps(self.header) + "\n").encode())
             os.fsync(self._fd)
-        else:
-            os.lseek(self._fd, 0, os.SEEK_END)
+        self._flusher = threading.Thread(target=self._flush_loop, name="dmts-journal", daemon=True)
+        self._flusher.start()
 
-    def add(self, start: int, end: int, adler: int, data_fd: int) -> None:
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.flush()
+            except OSError as e:
+                self.error = e  # reported by the final flush; the transfer itself may still succeed
+                return
+
+    def add(self, start: int, end: int, adler: int) -> None:
         with self._lock:
             self.pieces.append((start, end, adler))
             self._pending.append((start, end, adler))
-            if time.monotonic() - self._last_flush >= 1.0:
-                self._flush_locked(data_fd)
 
-    def flush(self, data_fd: int) -> None:
-        with self._lock:
-            self._flush_locked(data_fd)
-
-    def _flush_locked(self, data_fd: int) -> None:
-        self._last_flush = time.monotonic()
-        if not self._pending or self._fd is None:
-            return
-        os.fdatasync(data_fd)  # the data first: the journal must never claim bytes the disk lacks
-        os.write(self._fd, "".join(f"{s} {e} {a:08x}\n" for s, e, a in self._pending).encode())
-        os.fsync(self._fd)
-        self._pending = []
+    def flush(self) -> None:
+        with self._io_lock:
+            with self._lock:
+                pending, self._pending = self._pending, []
+            if not pending or self._fd is None or self._data_fd is None:
+                return
+            # Every pending piece was written before it was added: sync the data first, so that the
+            # journal never claims bytes the disk lacks.
+            os.fdatasync(self._data_fd)
+            os.write(self._fd, "".join(f"{s} {e} {a:08x}\n" for s, e, a in pending).encode())
+            os.fsync(self._fd)
 
     def close(self) -> None:
+        """Stop the background flusher (the journal file stays open for a last `flush()`)."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
+
+    def close_file(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -314,7 +337,7 @@ class Transfer:
         ok = False
         keep = False
         try:
-            journal.open(fresh=not resumable)
+            journal.open(fresh=not resumable, data_fd=fd)
             if size and not resumable:
                 try:
                     os.posix_fallocate(fd, 0, size)
@@ -325,7 +348,6 @@ class Transfer:
                     os.ftruncate(fd, size)  # a file system without fallocate
             self.state.resumed_bytes = sum(e - s for s, e, _ in journal.pieces)
             self.pull(fd, size, journal)
-            journal.flush(fd)
             while digest_thread.is_alive() and not self.cancelled.is_set():
                 digest_thread.join(0.2)
             if self.cancelled.is_set():
@@ -347,13 +369,14 @@ class Transfer:
             keep = e.keep and not self.cancelled.is_set()
             raise
         finally:
+            journal.close()  # stops the background flusher before the data fd goes away
             if keep:
                 try:
-                    journal.flush(fd)
+                    journal.flush()
                 except OSError:
                     keep = False
+            journal.close_file()
             os.close(fd)
-            journal.close()
             if ok:
                 if not self.server.overwrite_ok(req):
                     _unlink(self.part)
@@ -441,7 +464,7 @@ class Transfer:
                             off += n
                             self.state.stream_bytes[i] += n
                             if off - piece_start >= PIECE or off == end:
-                                journal.add(piece_start, off, adler, fd)
+                                journal.add(piece_start, off, adler)
                                 piece_start, adler = off, 1
                         failures = 0
                     except ssl.SSLCertVerificationError as e:
@@ -449,7 +472,7 @@ class Transfer:
                                              f"{e.verify_message}") from None
                     except (OSError, http.client.HTTPException) as e:
                         if off > piece_start:
-                            journal.add(piece_start, off, adler, fd)  # keep what did arrive
+                            journal.add(piece_start, off, adler)  # keep what did arrive
                         if conn is not None:
                             conn.close()
                             conn = None
