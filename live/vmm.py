@@ -217,6 +217,8 @@ class Vmm:
         if self._last_load is not None and now - self._last_load < self.options.load_every_s:
             return
         self._last_load = now
+        # Health older than the policy's window is never read again: keep the table small.
+        self.store.forget_samples(before=now - 2 * self.config.policy.health.window_s)
         counts = self.store.counts()
         for pool in self.config.pools:
             for cloud in self.config.clouds:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -162,3 +163,82 @@ def test_a_killed_leader_process_is_taken_over(pg_url):
             p.wait()
         leader.release()
         store.close()
+
+
+def _lines_until(p: subprocess.Popen, want: str, timeout: float = 60) -> list[str]:
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([p.stdout], [], [], 0.5)
+        if ready:
+            line = p.stdout.readline().strip()
+            if not line and p.poll() is not None:
+                break
+            seen.append(line)
+            if line.startswith(want):
+                return seen
+    raise AssertionError(f"no {want!r} line; saw {seen[-5:]}; stderr: {p.stderr.read() if p.poll() else ''}")
+
+
+def test_two_vmm_processes_over_postgres_and_moto(pg_url, tmp_path):
+    """Two VMM processes, one PostgreSQL store, two moto clouds: one leads, the reserve is launched
+    once, and when the leader is SIGKILLed the other takes over and launches nothing twice."""
+    import json
+
+    import test_reliability as rel  # the EC2 adapter, the moto server and the VMM driver
+
+    motos = [rel.Moto(tmp_path).start(), rel.Moto(tmp_path).start()]
+    procs = []
+    try:
+        settings = rel._write_settings(tmp_path, min_ready=3)
+        data = json.loads(settings.read_text())
+        data["store"] = pg_url
+        settings.write_text(json.dumps(data))
+        from sqlalchemy import text
+
+        store = open_store(pg_url)
+        with store.session() as s:  # a clean database for this test (the module's server is shared)
+            for table in ("allocations", "requests", "users", "vm_transitions", "health_samples", "leak_candidates",
+                          "vms"):
+                s.execute(text(f"DELETE FROM {table}"))
+        procs = [rel._spawn(settings, motos, "8,40"), rel._spawn(settings, motos, "8,40")]
+        for p in procs:
+            _lines_until(p, "up")
+        # Whichever took the lock leads; the other only stands by.
+        lead = None
+        deadline = time.monotonic() + 60
+        while lead is None and time.monotonic() < deadline:
+            for i, p in enumerate(procs):
+                if select.select([p.stdout], [], [], 0.1)[0]:
+                    line = p.stdout.readline().strip()
+                    if line.startswith("pass"):
+                        lead = i
+        assert lead is not None, "no instance leads"
+        standby = procs[1 - lead]
+        assert all(x == "standby" for x in _lines_until(standby, "standby")[-1:])
+        _lines_until(procs[lead], "pass 4")
+        time.sleep(1.0)
+        launched = {i: rel._tagged_instances(m.url) for i, m in enumerate(motos)}
+        assert sum(len(v) for v in launched.values()) == 3, launched  # the deficit once, not once per instance
+        # The leader dies; the standby takes over within a pass of the server noticing.
+        procs[lead].send_signal(signal.SIGKILL)
+        procs[lead].wait()
+        took_over = _lines_until(standby, "pass 3")
+        assert all(x in ("standby", "pass 1", "pass 2", "pass 3") for x in took_over)
+        for _ in range(3):
+            store.create_request(pool="mantid", user="after", now=time.time())
+        time.sleep(1.5)
+        after = {i: rel._tagged_instances(m.url) for i, m in enumerate(motos)}
+        assert sum(len(v) for v in after.values()) == 6  # 3 given away, 3 to refill: nothing twice
+        assert len(store.requests(state="assigned")) == 3
+        vms = store.vms()
+        assert len(vms) == 6 and len({v.cloud_id for v in vms}) == 6
+        store.close()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+            p.wait()
+            p.stdout.close()
+            p.stderr.close()
+        for m in motos:
+            m.stop()

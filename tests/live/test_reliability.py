@@ -166,14 +166,15 @@ def driver(argv: list[str]) -> None:
 
     vmm = _vmm(settings_path, urls, quotas, ami)
     leader = leader_for(vmm.store.engine)
-    while not leader.acquire():
-        time.sleep(0.05)
     print("up", flush=True)
     n = 0
     while passes <= 0 or n < passes:
-        vmm.run_pass(time.time())
-        n += 1
-        print(f"pass {n}", flush=True)
+        if leader.acquire():  # checked every pass: a lost database session is lost leadership
+            vmm.run_pass(time.time())
+            n += 1
+            print(f"pass {n}", flush=True)
+        else:
+            print("standby", flush=True)
         time.sleep(0.1)
 
 
