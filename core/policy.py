@@ -59,8 +59,8 @@ def decide(snapshot: Snapshot, config: Config, memory: PolicyMemory | None = Non
     due_now = {vid for vid, (_, times) in dues.items() if times and times[0] <= now}
     actions: list[Action] = []
     actions += select_reclaims(snapshot, config, only=due_now)
-    actions += [a for a in plan_maintenance(snapshot, config, going_down)
-                if not (isinstance(a, Terminate) and _already(a, actions))]
+    # A VM reclaimed in this pass is neither drained nor terminated again for maintenance.
+    actions += [a for a in plan_maintenance(snapshot, config, going_down) if not _already(a, actions)]
     removed = {a.vm for a in actions if isinstance(a, Terminate)}
 
     assigns = assign_requests(snapshot, config, removed, going_down)
@@ -94,7 +94,7 @@ def launchable_clouds(config: Config, memory: PolicyMemory, now: float) -> set[s
             if usable(memory.clouds.get(c.name, CloudHealth())) and c.name not in going_down}
 
 
-def _already(t: Terminate, actions: list[Action]) -> bool:
+def _already(t: Terminate | Drain, actions: list[Action]) -> bool:
     return any(isinstance(a, Terminate) and a.vm == t.vm for a in actions)
 
 
