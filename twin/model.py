@@ -109,6 +109,7 @@ class Twin:
         self._pass_scheduled = False
         self._skip = skip_idle_passes
         self._next_due = 0.0
+        self._unjudged_failure = False
         self._surplus: set[str] | None = None
         self._ids = 0
         self.passes = 0
@@ -226,6 +227,7 @@ class Twin:
 
     def _pass(self) -> None:
         self._pass_scheduled = False
+        self._unjudged_failure = False  # this pass's snapshot carries every failure so far
         self.passes += 1
         snap = self.snapshot()
         targets = self._sizer(snap) if self._sizer else None
@@ -240,6 +242,8 @@ class Twin:
             change = getattr(self._sizer, "next_change", None)
             if change is not None:
                 self._next_due = min(self._next_due, change(snap.now))
+            if self._unjudged_failure:  # a call failed while applying the actions: judge it next tick
+                self._next_due = min(self._next_due, snap.now)
 
     def _wakeup(self, snap: Snapshot) -> float:
         return next_wakeup(snap, self.config, self._memory.clouds, self._surplus, dues=self._memory.vm_dues)
@@ -443,6 +447,10 @@ class Twin:
 
     def _sample(self, cloud: str, kind: str, ok: bool, duration: float = 0.0) -> None:
         self._samples[cloud].append(HealthSample(self.env.now, kind, ok, duration))
+        if not ok:
+            # A failure may change the cloud's verdict, which the next periodic pass would judge: make it due.
+            self._unjudged_failure = True
+            self._next_due = min(self._next_due, self.env.now)
 
     def _emit(self, kind: str, *, pool: str | None = None, cloud: str | None = None, vm: str | None = None,
               user: str | None = None, details: dict | None = None) -> None:
