@@ -13,6 +13,7 @@ import random
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from cli import UsageError
@@ -105,24 +106,19 @@ def serve(args) -> int:
     if not args.quiet:
         where = "embedded simulated clouds" if world else f"clouds of {settings.clouds_file}"
         print(f"daaas serve: {where}; store {settings.store_url}; usage logs in {settings.log_dir}", flush=True)
-    leading = False
+    state: dict = {}
     try:
         while not stop:
             now = time.time()
-            if not leader.acquire():
-                if leading or not args.quiet:
-                    print(f"{now:.0f} standby: another instance leads", flush=True)
-                leading = False
+            try:
+                if not _step(args, vmm, world, demand, leader, now, start, state) and args.once:
+                    return 1
+            except Exception as e:  # noqa: BLE001 - a failed pass (database or cloud trouble) is retried
+                # The store's rules make any partial pass safe to repeat: log it and go on.
+                traceback.print_exc()
+                print(f"{now:.0f} pass failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
                 if args.once:
                     return 1
-            else:
-                leading = True
-                if world is not None:
-                    world.advance(now)
-                    demand.step(now)
-                res = vmm.run_pass(now)
-                if not args.quiet:
-                    print(_line(vmm, res, start), flush=True)
             if args.once or (args.duration is not None and time.time() - start >= args.duration):
                 break
             time.sleep(max(0.0, settings.period_s - (time.time() - now)))
@@ -131,6 +127,23 @@ def serve(args) -> int:
         vmm.log.close()
         vmm.store.close()
     return 0
+
+
+def _step(args, vmm, world, demand, leader, now: float, start: float, state: dict) -> bool:
+    """One round: a pass if this instance leads; False when --once could not lead."""
+    if not leader.acquire():
+        if state.get("leading", True) or not args.quiet:
+            print(f"{now:.0f} standby: another instance leads", flush=True)
+        state["leading"] = False
+        return False
+    state["leading"] = True
+    if world is not None:
+        world.advance(now)
+        demand.step(now)
+    res = vmm.run_pass(now)
+    if not args.quiet:
+        print(_line(vmm, res, start), flush=True)
+    return True
 
 
 def _line(vmm, res, start: float) -> str:

@@ -85,3 +85,18 @@ def test_relative_paths_are_relative_to_the_config(tmp_path):
     s = load_settings(cfg)
     assert s.store_url == f"sqlite:///{cfg.parent.resolve() / 'db' / 'live.db'}"
     assert s.log_dir == cfg.parent / "logs" and s.period_s == 5
+
+
+def test_a_second_instance_on_one_sqlite_store_stands_by(tmp_path):
+    from live.leader import FileLeader
+
+    cfg = tmp_path / "vmm.yaml"
+    cfg.write_text("store: sqlite:///live.db\nlog_dir: logs\n")
+    held = FileLeader(f"{tmp_path / 'live.db'}.leader.lock")
+    assert held.acquire()
+    try:
+        r = run(["serve", "--config", str(cfg), "--once"], tmp_path)
+        assert r.returncode == 1 and "standby" in r.stdout
+    finally:
+        held.release()
+    assert run(["serve", "--config", str(cfg), "--once"], tmp_path).returncode == 0
