@@ -49,6 +49,19 @@ def test_the_head_constant_is_alembics_head():
     assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD
 
 
+def test_the_migrations_build_exactly_the_models(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from live.store.models import Base
+
+    s = open_store(f"sqlite:///{tmp_path / 'm.db'}")
+    with s.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    s.close()
+
+
 def test_every_transition_is_recorded_and_illegal_ones_refused(store):
     vm = ready_vm(store)
     assert not store.move(vm, "booting", now=5)  # ready -> booting is not in the state machine
