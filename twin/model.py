@@ -428,6 +428,10 @@ class Twin:
         policy's other uses of them are time-driven and covered by its wakeup."""
         if self._pending or any(h.status != "ok" for h in self._memory.clouds.values()):
             self._poke()
+        elif self._sizer is not None:
+            # A sizer's targets may follow the VMs in use (a forecast of the load): the next periodic
+            # pass re-sizes, as it would if none were skipped.
+            self._next_due = min(self._next_due, self.env.now)
 
     def _changed(self, rec: _VmRec) -> None:
         """A VM changed outside a pass: bring the next wakeup forward if one of its rules is due sooner."""
