@@ -177,6 +177,12 @@ class Vmm:
             else:
                 if r.cloud_id is None:
                     store.update_vm(r.id, cloud_id=cvm.id)
+                if r.terminate_sent_at is None and r.reason == "released":
+                    # The portal released it (a store write only): the VMM logs it as it acts on it.
+                    released_at = store.transitions(r.id)[-1].at  # the move to reclaiming
+                    self.log.emit(released_at, ev.RELEASE, pool=r.pool, cloud=r.cloud, vm=r.id, user=r.owner)
+                    self.log.emit(now, ev.TERMINATE, pool=r.pool, cloud=r.cloud, vm=r.id, user=r.owner,
+                                  reason="released", state=ALLOCATED)
                 if r.terminate_sent_at is None or now - r.terminate_sent_at >= self.options.terminate_retry_s:
                     try:
                         self.call(r.cloud, "terminate", lambda: self.clouds[r.cloud].terminate(vm_id=cvm.id))

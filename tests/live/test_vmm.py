@@ -205,6 +205,8 @@ def test_release_terminates_and_the_vm_goes(tmp_path):
     assert w.store.vm(vm).state == "gone"
     assert [t.to_state for t in w.store.transitions(vm)] == ["requested", "booting", "ready", "allocated",
                                                              "reclaiming", "gone"]
+    logged = [(e.kind, e.t, e.user, e.details.get("reason")) for e in w.events() if e.vm == vm]
+    assert ("release", 1030, "alice", None) in logged and ("terminate", 1031, "alice", "released") in logged
 
 
 def test_an_idle_vm_is_warned_then_reclaimed_but_a_busy_one_is_kept(tmp_path):
