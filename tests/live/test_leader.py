@@ -226,7 +226,14 @@ def test_two_vmm_processes_over_postgres_and_moto(pg_url, tmp_path):
         assert all(x in ("standby", "pass 1", "pass 2", "pass 3") for x in took_over)
         for _ in range(3):
             store.create_request(pool="mantid", user="after", now=time.time())
-        time.sleep(1.5)
+        deadline = time.monotonic() + 60  # passes are slow on a loaded machine: wait for the refill
+        while time.monotonic() < deadline:
+            n = sum(len(rel._tagged_instances(m.url)) for m in motos)
+            if n >= 6 and len(store.requests(state="assigned")) == 3:
+                break
+            time.sleep(0.2)
+        _lines_until(standby, "pass")
+        time.sleep(0.5)
         after = {i: rel._tagged_instances(m.url) for i, m in enumerate(motos)}
         assert sum(len(v) for v in after.values()) == 6  # 3 given away, 3 to refill: nothing twice
         assert len(store.requests(state="assigned")) == 3
