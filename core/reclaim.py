@@ -28,7 +28,10 @@ def reclaim_verdict(vm: Vm, pool: PoolConfig, policy: PolicyConfig, now: float
         if now >= vm.warned_at + pool.grace_s:
             return Terminate(vm=vm.id, reason="idle")
         return None
-    if life >= pool.max_age_s - pool.grace_s and vm.warned_at is None:
+    # An idle warning voided by later use must not stand in for the max_age one: only a warning
+    # given within grace_s of the end counts as the max_age warning.
+    warn_from = now - life + pool.max_age_s - pool.grace_s
+    if life >= pool.max_age_s - pool.grace_s and (vm.warned_at is None or vm.warned_at < warn_from):
         return Warn(vm=vm.id, reason="max_age",
                     reclaim_at=now + pool.max_age_s - life)
     return None
