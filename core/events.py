@@ -7,6 +7,7 @@ seconds live. Reports compute every metric from these events alone, so one repor
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,7 @@ def event_from_dict(d: Any, *, where: str = "event") -> Event:
     if unknown:
         raise EventFormatError(f"{where}: unknown field(s) {sorted(unknown)}")
     t = d.get("t")
-    if isinstance(t, bool) or not isinstance(t, int | float):
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
         raise EventFormatError(f"{where}: field 't' must be a number of seconds")
     kind = d.get("kind")
     if kind not in KINDS:
@@ -82,7 +83,9 @@ def event_from_dict(d: Any, *, where: str = "event") -> Event:
         v = d.get(key)
         if v is not None and not isinstance(v, str):
             raise EventFormatError(f"{where}: field {key!r} must be a string or null")
-    details = d.get("details") or {}
+    details = d.get("details")
+    if details is None:
+        details = {}
     if not isinstance(details, dict):
         raise EventFormatError(f"{where}: field 'details' must be an object")
     return Event(t=float(t), kind=kind, pool=d.get("pool"), cloud=d.get("cloud"), vm=d.get("vm"),
