@@ -35,6 +35,10 @@ def test_event_from_dict_accepts(d, expected):
     ({"t": 1, "kind": "request", "pool": 3}, "field 'pool' must be a string or null"),
     ({"t": 1, "kind": "request", "user": ["u"]}, "field 'user' must be a string or null"),
     ({"t": 1, "kind": "request", "details": [1]}, "field 'details' must be an object"),
+    ({"t": 1, "kind": "request", "details": []}, "field 'details' must be an object"),  # falsy, still wrong
+    ({"t": 1, "kind": "request", "details": ""}, "field 'details' must be an object"),
+    ({"t": float("nan"), "kind": "request"}, "field 't' must be a number"),
+    ({"t": float("inf"), "kind": "request"}, "field 't' must be a number"),
 ])
 def test_event_from_dict_rejects(d, reason):
     with pytest.raises(EventFormatError) as e:
@@ -51,6 +55,7 @@ def test_parse_lines_skips_blank_lines_and_numbers_from_one():
     (['{"t": 1, "kind": "request"}', "{not json"], "u.jsonl:2: not JSON"),
     (["", '{"t": 1, "kind": "nope"}'], "u.jsonl:2: field 'kind'"),
     (['"just a string"'], "u.jsonl:1: expected a JSON object"),
+    (['{"t": NaN, "kind": "request"}'], "u.jsonl:1: field 't'"),  # json.loads accepts NaN
 ])
 def test_parse_lines_rejects_with_file_and_line(lines, message):
     with pytest.raises(EventFormatError, match="^" + message.replace("(", r"\(")):
