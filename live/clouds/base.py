@@ -142,28 +142,41 @@ OnCall = Callable[[str, bool, float], None]
 class LibcloudCloud:
     """The `Cloud` port over one libcloud driver; see the module docstring.
 
-    `driver` is built by the caller's factory (no I/O happens until the first call). `image` and `size`
+    `driver` is a libcloud driver, or a factory called at the first call (building an adapter then makes
+    no network call whatever the provider). `image` and `size`
     are provider ids, used without a lookup call. `secrets` are scrubbed from every error message.
     """
 
     tags_argument = "ex_metadata"  # create_node's keyword for tags (EC2 tags, Nova metadata)
     tags_extra = "metadata"  # where a listed node's extra holds them
 
-    def __init__(self, *, name: str, owner_id: str, driver: NodeDriver, image: str, size: str,
+    def __init__(self, *, name: str, owner_id: str, driver: NodeDriver | Callable[[], NodeDriver], image: str,
+                 size: str,
                  secrets: Iterable[str] = (), on_call: OnCall | None = None,
                  create_args: Mapping[str, Any] | None = None, keep_calls: int = 1000):
         if not owner_id:
             raise ValueError("owner_id: required (it tags every VM daaas creates)")
         self.name = name
         self.owner_id = owner_id
-        self.driver = driver
+        self._driver = driver if isinstance(driver, NodeDriver) else None
+        self._make_driver = None if isinstance(driver, NodeDriver) else driver
         self.image, self.size = image, size
         self.on_call = on_call
         self.calls: deque[CallRecord] = deque(maxlen=keep_calls)
         self.requests = 0  # HTTP requests to the compute API (identity tokens are fetched apart)
         self._create_args = dict(create_args or {})
         self._secrets = tuple(s for s in secrets if s)
-        self._count_requests()
+        if self._driver is not None:
+            self._count_requests()
+
+    @property
+    def driver(self) -> NodeDriver:
+        """The libcloud driver; built on first use when given as a factory (some drivers, e.g. GCE's and
+        Azure's, fetch a token when built: that happens inside a call, so its failure is a CloudError)."""
+        if self._driver is None:
+            self._driver = self._make_driver()
+            self._count_requests()
+        return self._driver
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} owner={self.owner_id!r}>"

@@ -35,11 +35,12 @@ class AzureCloud(LibcloudCloud):
     @classmethod
     def from_spec(cls, spec: CloudSpec, *, owner_id: str, on_call: OnCall | None = None) -> AzureCloud:
         o = spec.options
-        driver = get_driver(Provider.AZURE_ARM)(spec.secret("tenant_id"), spec.secret("subscription_id"),
-                                                spec.secret("key"), spec.secret("secret"), timeout=spec.timeout_s)
+        def driver():  # Azure's driver fetches a token when built: build it at the first call
+            return get_driver(Provider.AZURE_ARM)(spec.secret("tenant_id"), spec.secret("subscription_id"),
+                                                  spec.secret("key"), spec.secret("secret"), timeout=spec.timeout_s)
         from libcloud.compute.drivers.azure_arm import AzureNetwork, AzureSubnet
 
-        location = NodeLocation(o["location"], o["location"], None, driver)
+        location = NodeLocation(o["location"], o["location"], None, None)
         network = AzureNetwork(o["network"], o["network"].rsplit("/", 1)[-1], o["location"], {})
         create: dict[str, Any] = {"auth": NodeAuthSSHKey(o["ssh_public_key"]), "ex_resource_group": o["resource_group"],
                                   "location": location, "ex_network": network, "ex_use_managed_disks": True}
@@ -83,8 +84,9 @@ class GceCloud(LibcloudCloud):
         if not _LABEL.match(owner_id):
             raise ValueError(f"owner_id {owner_id!r}: a GCE label allows only a-z, 0-9, '-' and '_' (63 at most)")
         o = spec.options
-        driver = get_driver(Provider.GCE)(spec.secret("user_id"), spec.secret("key"), project=o["project"],
-                                          datacenter=o.get("zone", spec.region), timeout=spec.timeout_s)
+        def driver():  # GCE's driver fetches a token when built: build it at the first call
+            return get_driver(Provider.GCE)(spec.secret("user_id"), spec.secret("key"), project=o["project"],
+                                            datacenter=o.get("zone", spec.region), timeout=spec.timeout_s)
         return cls(name=spec.name, owner_id=owner_id, driver=driver, image=spec.image, size=spec.size,
                    secrets=[v.reveal() for v in spec.credentials.values()], on_call=on_call)
 
