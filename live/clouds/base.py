@@ -13,12 +13,14 @@ Adapters never sleep, retry or loop: the VMM drives them, one call at a time.
 """
 from __future__ import annotations
 
+import gc
 import re
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -60,6 +62,21 @@ QUOTA_MARKERS = ("instancelimitexceeded", "vcpulimitexceeded", "maxspotinstancec
 # What a provider call may raise besides programming errors: libcloud's errors, HTTP errors, refused
 # connections and timeouts (requests' errors are OSErrors), and malformed answers.
 PROVIDER_ERRORS = (LibcloudError, BaseHTTPError, OSError, ValueError, KeyError, ET.ParseError)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a listing is parsed. Parsing thousands of VMs allocates
+    hundreds of thousands of tree nodes, which triggers collections that each walk the whole heap: on
+    2,000 VMs they were a third to half of the listing's CPU time. Nothing cyclic is created meanwhile;
+    the collector runs as usual afterwards."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def translate_state(state: Any) -> CloudVmState:
@@ -194,7 +211,8 @@ class LibcloudCloud:
 
     def list_vms(self) -> Sequence[CloudVm]:
         owner = self.owner_id
-        return self._call("list", lambda: [v for v in self._list() if v.tags.get(OWNER_TAG) == owner])
+        with gc_paused():
+            return self._call("list", lambda: [v for v in self._list() if v.tags.get(OWNER_TAG) == owner])
 
     # -- what a provider may override -----------------------------------------------------------------
     def _create(self, name: str, tags: Mapping[str, str]) -> str:

@@ -76,8 +76,37 @@ def _q(tag: str) -> str:
 
 
 _INSTANCES = "/".join(_q(t) for t in ("reservationSet", "item", "instancesSet", "item"))
-_ID, _STATE, _LAUNCH = _q("instanceId"), f"{_q('instanceState')}/{_q('name')}", _q("launchTime")
-_TAGS, _KEY, _VALUE, _NEXT = f"{_q('tagSet')}/{_q('item')}", _q("key"), _q("value"), _q("nextToken")
+_ID, _STATE, _LAUNCH, _TAGSET = _q("instanceId"), _q("instanceState"), _q("launchTime"), _q("tagSet")
+_NAME, _KEY, _VALUE, _NEXT = _q("name"), _q("key"), _q("value"), _q("nextToken")
+
+
+def _instance(inst) -> CloudVm:
+    """One DescribeInstances item as a CloudVm. Its children are walked once: ElementPath lookups per
+    field cost more than the XML parse itself on thousands of instances."""
+    vm_id = state = launched = None
+    tags: dict[str, str] = {}
+    for child in inst:
+        tag = child.tag
+        if tag == _ID:
+            vm_id = child.text
+        elif tag == _STATE:
+            for c in child:
+                if c.tag == _NAME:
+                    state = c.text
+        elif tag == _TAGSET:
+            for item in child:
+                key = value = None
+                for c in item:
+                    if c.tag == _KEY:
+                        key = c.text
+                    elif c.tag == _VALUE:
+                        value = c.text
+                if key is not None:
+                    tags[key] = value or ""
+        elif tag == _LAUNCH:
+            launched = child.text
+    return CloudVm(id=vm_id, state=EC2_STATE_MAP.get(state, CloudVmState.UNKNOWN), tags=tags,
+                   created_at=parse_time(launched))
 
 
 class Ec2Cloud(LibcloudCloud):
@@ -128,11 +157,7 @@ class Ec2Cloud(LibcloudCloud):
         out: list[CloudVm] = []
         while True:
             root = self.driver.connection.request(self.driver.path, params=params).object
-            for inst in root.iterfind(_INSTANCES):
-                tags = {t.findtext(_KEY): t.findtext(_VALUE) or "" for t in inst.iterfind(_TAGS)}
-                out.append(CloudVm(id=inst.findtext(_ID), state=EC2_STATE_MAP.get(inst.findtext(_STATE),
-                                                                                  CloudVmState.UNKNOWN),
-                                   tags=tags, created_at=parse_time(inst.findtext(_LAUNCH))))
+            out.extend(_instance(inst) for inst in root.iterfind(_INSTANCES))
             token = root.findtext(_NEXT)
             if not token:
                 return out

@@ -168,8 +168,13 @@ def mimic_spec(server: Server, *, name: str, image: str | None = None, size: str
         image, size = mimic_image_and_size(server)
     return CloudSpec(name=name, provider="openstack", region=MIMIC_REGION, image=image, size=size,
                      endpoint=f"{server.url}/identity",
-                     credentials={k: Secret(v) for k, v in MIMIC_CREDENTIALS.items()},
+                     credentials={k: Secret(v) for k, v in _mimic_credentials(tenant).items()},
                      options=MIMIC_OPTIONS | {"tenant": tenant}, timeout_s=timeout_s)
+
+
+def _mimic_credentials(tenant: str) -> dict[str, str]:
+    # mimic binds a user name to the first tenant it authenticated with: a user per tenant.
+    return MIMIC_CREDENTIALS if tenant == MIMIC_OPTIONS["tenant"] else MIMIC_CREDENTIALS | {"username": f"u-{tenant}"}
 
 
 def moto_adapter(server: Server, *, name: str, owner_id: str, image: str | None = None, timeout_s: float = 5.0,
@@ -180,6 +185,7 @@ def moto_adapter(server: Server, *, name: str, owner_id: str, image: str | None 
 
 def mimic_adapter(server: Server, *, name: str, owner_id: str, image: str | None = None, size: str | None = None,
                   timeout_s: float = 5.0, tenant: str = "t1", on_call=None) -> OpenStackCloud:
+    """An adapter on mimic; another `tenant` is another, separate, OpenStack project."""
     spec = mimic_spec(server, name=name, image=image, size=size, timeout_s=timeout_s, tenant=tenant)
     return OpenStackCloud.from_spec(spec, owner_id=owner_id, on_call=on_call)
 
