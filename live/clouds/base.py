@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import requests
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
 from libcloud.common.types import InvalidCredsError, LibcloudError
 from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeSize
@@ -265,7 +266,7 @@ class LibcloudCloud:
         """Any exception of a provider call as a CloudError naming this cloud, with secrets scrubbed."""
         if isinstance(e, CloudError):
             return e
-        detail = str(e) or type(e).__name__
+        detail = _describe(e)
         code = getattr(e, "code", None)
         if isinstance(e, BaseHTTPError) and code is not None and str(code) not in detail:
             detail = f"HTTP {code} {detail}"
@@ -294,6 +295,16 @@ class LibcloudCloud:
             return request(*args, **kwargs)
 
         conn.request = counted
+
+
+def _describe(e: Exception) -> str:
+    """An exception's text, short: for requests' errors the underlying reason (refused, timed out)
+    rather than the retry wrapper's URL; query strings dropped (a SigV2 request carries its signature)."""
+    reason = e
+    if isinstance(e, requests.RequestException) and e.args:
+        reason = getattr(e.args[0], "reason", None) or e.args[0]
+    text = str(reason) or type(e).__name__
+    return re.sub(r"\?[^\s'\"()]*", "", text)
 
 
 def _created(node: Node) -> float | None:

@@ -174,8 +174,10 @@ def test_vms_of_another_installation_are_not_listed(harness):
 
 def test_an_unreachable_cloud_raises_cloud_error(harness):
     dead = harness.unreachable()
-    with pytest.raises(CloudError):
+    with pytest.raises(CloudError) as e:
         dead.list_vms()
+    if harness.kind != "sim":  # the reason, not the URL of the request
+        assert "Connection refused" in str(e.value) and "Action=" not in str(e.value)
     with pytest.raises(CloudError):
         dead.launch(pool="mantid", tags=harness.tags())
     with pytest.raises(CloudError):
@@ -206,7 +208,7 @@ def test_a_cloud_that_never_answers_times_out_into_cloud_error(moto_cloud_a, mim
                     srv.mimic_adapter(srv.Server("mimic", port, mimic_cloud.server.workdir, []), name="mute",
                                       owner_id="t", image="i", size="s", timeout_s=0.5)]
         for a in adapters:
-            with pytest.raises(CloudError, match="mute"):
+            with pytest.raises(CloudError, match="mute: .*timed out"):
                 a.list_vms()
             assert a.calls[-1].ok is False and a.calls[-1].call == "list"
 
