@@ -161,16 +161,15 @@ class LibcloudCloud:
     """The `Cloud` port over one libcloud driver; see the module docstring.
 
     `driver` is a libcloud driver, or a factory called at the first call (building an adapter then makes
-    no network call whatever the provider). `image` and `size`
-    are provider ids, used without a lookup call. `secrets` are scrubbed from every error message.
+    no network call whatever the provider). `image` and `size` are provider ids, used without a lookup
+    call. `secrets` are scrubbed from every error message. `calls` keeps the last `keep_calls` records.
     """
 
     tags_argument = "ex_metadata"  # create_node's keyword for tags (EC2 tags, Nova metadata)
     tags_extra = "metadata"  # where a listed node's extra holds them
 
     def __init__(self, *, name: str, owner_id: str, driver: NodeDriver | Callable[[], NodeDriver], image: str,
-                 size: str,
-                 secrets: Iterable[str] = (), on_call: OnCall | None = None,
+                 size: str, secrets: Iterable[str] = (), on_call: OnCall | None = None,
                  create_args: Mapping[str, Any] | None = None, keep_calls: int = 1000):
         if not owner_id:
             raise ValueError("owner_id: required (it tags every VM daaas creates)")
