@@ -182,3 +182,31 @@ def test_every_provider_entry_builds_without_network(tmp_path):
 
 def test_the_registry_lists_the_providers():
     assert set(PROVIDERS) >= {"ec2", "openstack", "azure", "gce"}
+
+
+def test_daaas_serve_once_on_a_clouds_file_launches_tagged_vms(tmp_path, moto_cloud_a, mimic_cloud, capsys):
+    """The clouds file through the CLI: `daaas serve --once` lists both clouds and launches the reserve."""
+    from cli import main
+
+    owner = "serve-e2e"
+    clouds = [mimic_cloud.entry("home", tmp_path, priority=0, quota=1),
+              moto_cloud_a.entry("public", tmp_path, priority=5, quota=5, cost_per_vm_hour=0.2)]
+    _write(tmp_path, {"clouds": clouds})
+    cfg = _write(tmp_path, {"owner_id": owner, "store": "sqlite:///live.db", "log_dir": "logs",
+                            "clouds": "clouds.yaml", "pools": [{"name": "mantid", "min_ready": 3, "max_total": 5}]},
+                 "vmm.yaml")
+    assert main(["serve", "--config", str(cfg), "--once"]) == 0, capsys.readouterr().err
+    assert "listed[home=0 public=0]" in capsys.readouterr().out
+    home, public = mimic_cloud.adapter_for(owner).list_vms(), moto_cloud_a.adapter_for(owner).list_vms()
+    assert (len(home), len(public)) == (1, 2)  # the preferred cloud up to its quota, then the next
+    for vm in [*home, *public]:
+        assert vm.tags[POOL_TAG] == "mantid" and vm.tags[VM_TAG].startswith("vm-")
+    for cloud, vms in ((mimic_cloud.adapter_for(owner), home), (moto_cloud_a.adapter_for(owner), public)):
+        for vm in vms:
+            cloud.terminate(vm_id=vm.id)
+
+    clouds[1]["credentials"] = {"env": {"access_key": "NOT_SET_ANYWHERE", "secret_key": "NOT_SET_ANYWHERE"}}
+    _write(tmp_path, {"clouds": clouds})
+    assert main(["serve", "--config", str(cfg), "--once"]) == 2
+    err = capsys.readouterr().err
+    assert "clouds.yaml" in err and "clouds[1].credentials.env.access_key" in err and "NOT_SET_ANYWHERE" in err
