@@ -274,3 +274,48 @@ def test_secrets_are_scrubbed_from_errors_and_reprs(moto_cloud_a):
     spec = srv.moto_spec(moto_cloud_a.server, name="s", image="ami-x")
     assert "testing" not in repr(spec) and "testing" not in repr(cloud)
     assert repr(Secret("x")) == str(Secret("x")) == "***" and f"{Secret('x')}" == "***"
+
+
+class _Answer:
+    def __init__(self, obj):
+        self.object = obj
+
+
+def test_paged_listings_are_followed(moto_cloud_a, mimic_cloud):
+    """Clouds that page long answers (EC2 nextToken, Nova servers_links): a request per page, not per VM.
+    moto and mimic never page, so the pages are played to the adapters' connection here."""
+    import xml.etree.ElementTree as ET
+
+    from libcloud.compute.drivers.ec2 import NAMESPACE
+
+    def ec2_page(ids, token):
+        items = "".join(f"<item><instanceId>{i}</instanceId><instanceState><code>16</code><name>running</name>"
+                        f"</instanceState><tagSet><item><key>{OWNER_TAG}</key><value>pg</value></item></tagSet>"
+                        f"<launchTime>2026-11-25T08:00:00.000Z</launchTime></item>" for i in ids)
+        nxt = f"<nextToken>{token}</nextToken>" if token else ""
+        return ET.fromstring(f'<DescribeInstancesResponse xmlns="{NAMESPACE}"><reservationSet><item>'
+                             f"<instancesSet>{items}</instancesSet></item></reservationSet>{nxt}"
+                             f"</DescribeInstancesResponse>")
+
+    ec2 = moto_cloud_a.adapter_for("pg")
+    sent = []
+    pages = {None: ec2_page(["i-1", "i-2"], "t2"), "t2": ec2_page(["i-3"], None)}
+    ec2.driver.connection.request = lambda path, params: sent.append(dict(params)) or _Answer(
+        pages[params.get("NextToken")])
+    vms = ec2.list_vms()
+    assert [(v.id, v.state) for v in vms] == [(i, CloudVmState.RUNNING) for i in ("i-1", "i-2", "i-3")]
+    assert vms[0].created_at == 1795593600.0
+    assert len(sent) == 2 and sent[0]["Filter.1.Value.1"] == "pg"
+
+    nova = mimic_cloud.adapter_for("pg")
+    sent.clear()
+
+    def server(i, status="ACTIVE", owner="pg"):
+        return {"id": i, "status": status, "metadata": {OWNER_TAG: owner}, "created": "2026-11-25T08:00:00Z"}
+    pages = {None: {"servers": [server("a"), server("b", "BUILD")], "servers_links": [{"rel": "next", "href": "x"}]},
+             "b": {"servers": [server("c", "ERROR"), server("d", owner="else")]}}
+    nova.driver.connection.request = lambda path, params: sent.append(dict(params)) or _Answer(
+        pages[params.get("marker")])
+    assert [(v.id, v.state) for v in nova.list_vms()] == [
+        ("a", CloudVmState.RUNNING), ("b", CloudVmState.PENDING), ("c", CloudVmState.ERROR)]
+    assert sent == [{}, {"marker": "b"}]
