@@ -2,27 +2,22 @@
 from __future__ import annotations
 
 from core.actions import Assign
-from core.census import Census, census_of
 from core.config import Config
 from core.placement import latency_ms
-from core.snapshot import Snapshot, Vm
+from core.snapshot import Snapshot, Vm, VmState
 
 
 def assign_requests(snapshot: Snapshot, config: Config, unavailable: set[str],
-                    going_down: dict[str, float], census: Census | None = None) -> list[Assign]:
+                    going_down: dict[str, float]) -> list[Assign]:
     """Match pending requests to ready VMs of their pool.
 
     A VM on a cloud about to go down is used only when nothing else is ready; among the rest the
     one nearest to the user wins, then the one that has waited longest (it would be recycled first).
     """
-    if not snapshot.requests:
-        return []
-    c = census if census is not None else census_of(snapshot, config)
     ready: dict[str, list[Vm]] = {}
-    for pool in {r.pool for r in snapshot.requests}:
-        vms = [vm for vid, vm in c.ready.get(pool, {}).items() if vid not in unavailable]
-        if vms:
-            ready[pool] = vms
+    for vm in snapshot.vms:
+        if vm.state == VmState.READY and vm.id not in unavailable:
+            ready.setdefault(vm.pool, []).append(vm)
     regions = {c.name: c.region for c in config.clouds}
     out: list[Assign] = []
     for req in sorted(snapshot.requests, key=lambda r: (r.requested_at, r.id)):

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from core.census import Census, census_of
 from core.config import CloudConfig, Config, HealthConfig
-from core.snapshot import CloudObservation, Snapshot
+from core.snapshot import CloudObservation, Snapshot, VmState
 
 OK, BACKOFF, PROBING = "ok", "backoff", "probing"
 GOOD, FAILING, SLOW = "good", "failing", "slow"
@@ -71,17 +70,21 @@ def judge_cloud(obs: CloudObservation, cloud: CloudConfig, booting_ages: list[fl
     return GOOD, fast
 
 
-def update_health(snapshot: Snapshot, config: Config, memory: dict[str, CloudHealth],
-                  census: Census | None = None) -> tuple[dict[str, CloudHealth], list[HealthChange]]:
+def update_health(snapshot: Snapshot, config: Config, memory: dict[str, CloudHealth]
+                  ) -> tuple[dict[str, CloudHealth], list[HealthChange]]:
     """Advance each cloud's backoff state machine by one pass."""
     now, cfg = snapshot.now, config.policy.health
-    c = census if census is not None else census_of(snapshot, config)
+    booting: dict[str, list[float]] = {}
+    b, r = VmState.BOOTING, VmState.REQUESTED
+    for vm in snapshot.vms:
+        if vm.state is b or vm.state is r:
+            booting.setdefault(vm.cloud, []).append(now - vm.created_at)
     out: dict[str, CloudHealth] = {}
     changes: list[HealthChange] = []
     for cloud in config.clouds:
         h = memory.get(cloud.name, CloudHealth())
         verdict, good_boots = judge_cloud(snapshot.observation(cloud.name), cloud,
-                                          c.booting_ages(cloud.name), now=now, since=h.since, cfg=cfg,
+                                          booting.get(cloud.name, []), now=now, since=h.since, cfg=cfg,
                                           strict=h.status == PROBING)
         new = _step(h, verdict, good_boots, now, cfg)
         if new.status != h.status:

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field, replace
 
 from core.actions import Action, Assign, Drain, Launch, Terminate, Warn
 from core.allocation import assign_requests
-from core.census import Census, census_of
 from core.config import Config
 from core.health import PROBING, CloudHealth, HealthChange, update_health, usable
 from core.maintenance import clouds_going_down, plan_maintenance
 from core.placement import place_launches
 from core.reclaim import select_reclaims
+from core.schedule import due_table
 from core.sizing import PoolNeed, size_pools
-from core.snapshot import LIVE_STATES, Snapshot
+from core.snapshot import LIVE_STATES, Snapshot, Vm
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,9 @@ class PolicyMemory:
     """State the policy carries between passes (the shell stores it, the policy owns it)."""
 
     clouds: Mapping[str, CloudHealth] = field(default_factory=dict)
-    # The last pass's census of the VMs (counts, indexes, rule due times), so the next pass looks only
-    # at the VMs that changed since (see core.census). A cache: without it the pass counts afresh.
-    census: Census | None = field(default=None, compare=False, repr=False)
+    # Each VM's rule due times, kept while the VM object stays the same (see core.schedule.due_table),
+    # so a pass evaluates the reclaim rules only of VMs with something due.
+    vm_dues: Mapping[str, tuple[Vm, tuple[float, ...]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,26 +51,27 @@ def decide(snapshot: Snapshot, config: Config, memory: PolicyMemory | None = Non
     """
     memory = memory or PolicyMemory()
     now = snapshot.now
-    census = census_of(snapshot, config, memory.census)
-    health, changes = update_health(snapshot, config, dict(memory.clouds), census)
+    health, changes = update_health(snapshot, config, dict(memory.clouds))
     going_down = clouds_going_down(config, now)
     healthy = {c.name for c in config.clouds if usable(health[c.name]) and c.name not in going_down}
 
+    dues = due_table(snapshot, config, memory.vm_dues)
+    due_now = {vid for vid, (_, times) in dues.items() if times and times[0] <= now}
     actions: list[Action] = []
-    actions += select_reclaims(snapshot, config, only=census.overdue.keys())
+    actions += select_reclaims(snapshot, config, only=due_now)
     # A VM reclaimed in this pass is neither drained nor terminated again for maintenance.
     actions += [a for a in plan_maintenance(snapshot, config, going_down) if not _already(a, actions)]
     removed = {a.vm for a in actions if isinstance(a, Terminate)}
 
-    assigns = assign_requests(snapshot, config, removed, going_down, census)
+    assigns = assign_requests(snapshot, config, removed, going_down)
     actions += assigns
     assigned = {a.vm for a in assigns}
     served = {a.request for a in assigns}
 
     discounted = set(going_down) | {c for c, h in health.items() if not usable(h)}
     needs = size_pools(snapshot, config, removed=removed, assigned=assigned, served=served,
-                       discounted_clouds=discounted, targets=targets, census=census)
-    headroom = _headroom(census, config, removed)
+                       discounted_clouds=discounted, targets=targets)
+    headroom = _headroom(snapshot, config, removed)
     pools = {p.name: p for p in config.pools}
     for need in needs:
         pool = pools[need.pool]
@@ -80,7 +81,7 @@ def decide(snapshot: Snapshot, config: Config, memory: PolicyMemory | None = Non
         actions += [Terminate(vm=v, reason="surplus") for v in need.surplus]
 
     health = _send_probes(health, config, going_down, headroom, actions)
-    return Decision(tuple(actions), PolicyMemory(health, census), tuple(changes), tuple(needs))
+    return Decision(tuple(actions), PolicyMemory(health, dues), tuple(changes), tuple(needs))
 
 
 def launchable_clouds(config: Config, memory: PolicyMemory, now: float) -> set[str]:
@@ -97,13 +98,11 @@ def _already(t: Terminate | Drain, actions: list[Action]) -> bool:
     return any(isinstance(a, Terminate) and a.vm == t.vm for a in actions)
 
 
-def _headroom(census: Census, config: Config, removed: set[str]) -> dict[str, int]:
-    """Each cloud's quota less its live VMs (those terminated in this pass no longer count)."""
-    used = {c.name: census.cloud_live.get(c.name, 0) for c in config.clouds}
-    for vid in removed:
-        vm = census.by_id.get(vid)
-        if vm is not None and vm.state in LIVE_STATES and vm.cloud in used:
-            used[vm.cloud] -= 1
+def _headroom(snapshot: Snapshot, config: Config, removed: set[str]) -> dict[str, int]:
+    used = dict.fromkeys((c.name for c in config.clouds), 0)
+    for vm in snapshot.vms:
+        if vm.state in LIVE_STATES and vm.cloud in used and vm.id not in removed:
+            used[vm.cloud] += 1
     return {c.name: c.quota - used[c.name] for c in config.clouds}
 
 

@@ -11,13 +11,55 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from core.census import Census, census_of
+from core.activity import is_busy, last_activity
 from core.config import Config, PoolConfig
-from core.dues import EPS, first_after, surplus_due, vm_due_times
 from core.health import BACKOFF, CloudHealth
-from core.snapshot import CloudObservation, Snapshot, Vm
+from core.sizing import SURPLUS_AGE_S
+from core.snapshot import CloudObservation, Snapshot, Vm, VmState
 
-__all__ = ["vm_due_times", "vm_wakeup", "evidence_wakeup", "next_wakeup"]
+_EPS = 1e-6  # rules that compare with ">" fire just after their limit
+
+
+def vm_due_times(vm: Vm, pool: PoolConfig, config: Config) -> tuple[float, ...]:
+    """When each time-driven rule for one VM falls due, sorted (surplus trimming aside).
+
+    They depend only on the VM's fields and the configuration, never on `now`, so a shell or the
+    policy's memory may keep them for as long as the VM does not change.
+    """
+    policy = config.policy
+    state = vm.state
+    if state is VmState.ALLOCATED:
+        start = vm.allocated_at if vm.allocated_at is not None else vm.created_at
+        if is_busy(vm.cpu_percent, vm.io_bytes_per_s, policy):
+            idle = math.inf  # stays active until a new sample says otherwise
+        else:
+            active = last_activity(vm, start, policy)
+            warned = vm.warned_at is not None and vm.warned_at >= active
+            idle = vm.warned_at + pool.grace_s if warned else active + pool.idle_timeout_s
+        return tuple(sorted((start + pool.max_age_s - pool.grace_s, start + pool.max_age_s, idle)))
+    if state is VmState.READY:
+        return () if vm.ready_at is None else (vm.ready_at + pool.max_ready_age_s,)
+    if state is VmState.BOOTING or state is VmState.REQUESTED:
+        try:
+            expected = config.cloud(vm.cloud).expected_boot_s
+        except KeyError:
+            expected = math.inf
+        return tuple(sorted((vm.created_at + policy.boot_timeout_s,
+                             vm.created_at + policy.health.slow_factor * expected + _EPS)))
+    return ()
+
+
+def surplus_due(vm: Vm) -> float:
+    """When a ready VM may be trimmed as surplus (if its pool has more than its target)."""
+    return vm.ready_at + SURPLUS_AGE_S if vm.state is VmState.READY and vm.ready_at is not None else math.inf
+
+
+def first_after(times: tuple[float, ...], after: float) -> float:
+    """The first of sorted `times` later than `after` (inf: none)."""
+    for t in times:
+        if t > after:
+            return t
+    return math.inf
 
 
 def vm_wakeup(vm: Vm, pool: PoolConfig, config: Config, *, now: float, after: float,
@@ -47,30 +89,49 @@ def evidence_wakeup(obs: CloudObservation, config: Config) -> float:
         limit = math.inf
     if all(s.ok and not (s.kind == "boot" and s.duration_s > limit) for s in obs.samples):
         return math.inf
-    return min(s.at for s in obs.samples) + config.policy.health.window_s + EPS
+    return min(s.at for s in obs.samples) + config.policy.health.window_s + _EPS
+
+
+def due_table(snapshot: Snapshot, config: Config, previous: Mapping[str, tuple[Vm, tuple[float, ...]]]
+              ) -> dict[str, tuple[Vm, tuple[float, ...]]]:
+    """Each VM's due times, reusing `previous` entries whose VM is the very same (unchanged) object."""
+    pools = {p.name: p for p in config.pools}
+    out = {}
+    get = previous.get
+    for vm in snapshot.vms:
+        old = get(vm.id)
+        if old is not None and old[0] is vm:
+            out[vm.id] = old
+            continue
+        pool = pools.get(vm.pool)
+        out[vm.id] = (vm, vm_due_times(vm, pool, config) if pool is not None else ())
+    return out
 
 
 def next_wakeup(snapshot: Snapshot, config: Config, clouds: Mapping[str, CloudHealth] | None = None,
                 surplus_pools: set[str] | None = None, *, after: float | None = None,
-                census: Census | None = None) -> float:
+                dues: Mapping[str, tuple[Vm, tuple[float, ...]]] | None = None) -> float:
     """The earliest time after `after` (default `now`) when some time-driven rule could change a decision.
 
     `surplus_pools`: the pools with more ready or booting VMs than their target (from the last
     decision's needs); only their ready VMs can become surplus with time. None means any pool may.
     A shell re-checking between passes gives `after` = the time of its last pass, so a rule that fell
-    due since then is not missed. `census`: the last pass's (`Decision.memory.census`), so only the
-    VMs changed since are looked at.
+    due since then is not missed.
     """
     now = snapshot.now
     floor = now if after is None else after
-    cen = census_of(snapshot, config, census)
-    best = cen.next_due(floor)
-    for pool, ready in cen.ready.items():
-        if surplus_pools is None or pool in surplus_pools:
-            for vm in ready.values():
-                t = surplus_due(vm)
-                if floor < t < best:
+    table = due_table(snapshot, config, dues or {})
+    best = math.inf
+    for vm, times in table.values():
+        for t in times:
+            if t > floor:
+                if t < best:
                     best = t
+                break
+        if surplus_pools is None or vm.pool in surplus_pools:
+            t = surplus_due(vm)
+            if floor < t < best:
+                best = t
     due = [evidence_wakeup(obs, config) for obs in snapshot.clouds]
     for h in (clouds or {}).values():
         if h.status == BACKOFF:

@@ -10,19 +10,18 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import simpy
 
 from core import events as ev
 from core.actions import Assign, Drain, Launch, Terminate, Warn
-from core.census import census_of
 from core.config import Config
 from core.events import Event
 from core.placement import rank_clouds
 from core.policy import Decision, PolicyMemory, decide, launchable_clouds
 from core.ports import POOL_TAG, VM_TAG, CloudError
-from core.schedule import next_wakeup, vm_due_times, vm_wakeup
+from core.schedule import next_wakeup, vm_wakeup
 from core.snapshot import CloudObservation, HealthSample, Request, Snapshot, Vm, VmState
 from twin.cloud import SimCloud
 from twin.demand import Arrival, arrivals
@@ -186,28 +185,15 @@ class Twin:
             yield self.env.timeout(period)
 
     def _heartbeat(self) -> Iterator[simpy.Event]:
-        # The VM agent reports user input periodically, as it would live. A report the policy cannot
-        # tell from the last one before the next beat is not delivered (with `skip_idle_passes`):
-        # input only matters through the VM's rule due times (core.dues), so a VM is refreshed when
-        # one of them, as its last delivered input sets them, falls before the next beat. Refreshing
-        # each VM every beat made most of the VMs a pass looked at new; the results are identical
-        # (tests compare with `skip_idle_passes=False`, which delivers every beat).
+        # The VM agent reports user input periodically, as it would live.
         beat = self.scenario.agent_heartbeat_s
         while True:
             yield self.env.timeout(beat)
             now = self.env.now
             for rec in self._vms.values():
-                if rec.present and (not self._skip or self._due_by(rec, now + beat)):
+                if rec.present:
                     rec.last_input_at = now
                     rec.touch()
-
-    def _due_by(self, rec: _VmRec, t: float) -> bool:
-        """Whether a rule of the VM's current policy view falls due at or before `t`."""
-        vm, census = rec.vm, self._memory.census
-        entry = census.dues.get(rec.id) if census is not None else None
-        times = entry[1] if entry is not None and entry[0] is vm else vm_due_times(vm, self._pools[rec.pool],
-                                                                                    self.config)
-        return bool(times) and times[0] <= t
 
     def _report_progress(self) -> Iterator[simpy.Event]:
         step = max(self.scenario.duration_s / 200, 1.0)
@@ -251,11 +237,7 @@ class Twin:
         self._apply(decision)
         self._surplus = {n.pool for n in decision.needs if n.available > n.target}
         if self._skip:
-            after = self.snapshot() if decision.actions else snap
-            if decision.actions:
-                # The census of the snapshot after the actions serves the wakeup and the next pass alike.
-                self._memory = replace(self._memory, census=census_of(after, self.config, self._memory.census))
-            self._next_due = self._wakeup(after)
+            self._next_due = self._wakeup(self.snapshot() if decision.actions else snap)
             # A sizer whose targets change with time (a forecast per hour) needs a pass when they do.
             change = getattr(self._sizer, "next_change", None)
             if change is not None:
@@ -264,7 +246,7 @@ class Twin:
                 self._next_due = min(self._next_due, snap.now)
 
     def _wakeup(self, snap: Snapshot) -> float:
-        return next_wakeup(snap, self.config, self._memory.clouds, self._surplus, census=self._memory.census)
+        return next_wakeup(snap, self.config, self._memory.clouds, self._surplus, dues=self._memory.vm_dues)
 
     def _apply(self, d: Decision) -> None:
         for change in d.health_changes:

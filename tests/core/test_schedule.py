@@ -8,7 +8,7 @@ import pytest
 from core.config import CloudConfig, Config, MaintenanceWindow, PolicyConfig, PoolConfig
 from core.health import BACKOFF, CloudHealth
 from core.policy import decide
-from core.schedule import next_wakeup, vm_due_times, vm_wakeup
+from core.schedule import due_table, next_wakeup, vm_due_times, vm_wakeup
 from core.snapshot import CloudObservation, HealthSample, Snapshot, Vm, VmState
 
 POOL = PoolConfig("p", min_ready=0, max_total=10, idle_timeout_s=100.0, grace_s=10.0, max_age_s=1000.0,
@@ -77,6 +77,15 @@ def test_backoff_end_maintenance_and_bad_evidence_wake_the_policy():
     window = config.policy.health.window_s
     assert next_wakeup(Snapshot(now=20.0, vms=(), clouds=(good,)), config) == 4000.0
     assert next_wakeup(Snapshot(now=20.0, vms=(), clouds=(bad,)), config) == pytest.approx(10.0 + window, abs=1e-3)
+
+
+def test_due_table_reuses_entries_of_unchanged_vms_only():
+    a, b = vm(id="a"), vm(id="b")
+    first = due_table(Snapshot(now=0.0, vms=(a, b)), CONFIG, {})
+    b2 = vm(id="b", last_input_at=10.0)
+    second = due_table(Snapshot(now=0.0, vms=(a, b2)), CONFIG, first)
+    assert second["a"] is first["a"]
+    assert second["b"][1] == (110.0, 990.0, 1000.0)
 
 
 def test_a_pass_on_the_wakeup_acts_and_a_pass_before_it_does_not():
