@@ -40,6 +40,7 @@ from dms.tls import TlsConfig, config_server_context, peer_verifier
 
 log = logging.getLogger("dms.source")
 SEND_BLOCK = 1024 * 1024
+LINGER_BYTES = 8 * 1024 * 1024  # request body read and dropped after a refusal, so the client sees the answer
 
 
 class RangeError(ValueError):
@@ -172,11 +173,12 @@ class FileHandler(BaseHTTPRequestHandler):
         if body and self.command != "HEAD":
             self.wfile.write(data)
 
-    def authorize(self) -> bool:
+    def authorize(self, *, linger: bool = True) -> bool:
         """Checks the client certificate (TLS only) before anything else; answers 4xx and returns False when refused.
 
         The reason is in the body and, for HEAD (no body), in `X-Daaas-Error`. The connection is
-        closed after a refusal: an unread request body must not be taken for the next request.
+        closed after a refusal, once the request body (if any, up to `LINGER_BYTES`) has been read
+        and dropped: a client still sending it would otherwise get a reset instead of the answer.
         """
         if self.server.peers is None:
             return True
@@ -185,7 +187,31 @@ class FileHandler(BaseHTTPRequestHandler):
             return True
         self.close_connection = True
         self.send_text(verdict.status, verdict.reason, {"X-Daaas-Error": verdict.reason, "Connection": "close"})
+        if linger:
+            self.discard_body(LINGER_BYTES)
         return False
+
+    def handle_expect_100(self):
+        # Refuse before "100 Continue": a client that waits for it then never sends the body.
+        if not self.authorize(linger=False):
+            return False
+        return super().handle_expect_100()
+
+    def discard_body(self, limit: int) -> None:
+        """Read and drop up to `limit` bytes of the request body (Content-Length), waiting at most 5 s for each read."""
+        try:
+            n = min(int(self.headers.get("Content-Length") or 0), limit)
+        except ValueError:
+            return
+        self.connection.settimeout(5)
+        try:
+            while n > 0:
+                chunk = self.rfile.read(min(n, 65536))
+                if not chunk:
+                    break
+                n -= len(chunk)
+        except OSError:
+            pass
 
     def request_path(self) -> tuple[str, dict[str, list[str]]]:
         # Not urlsplit: it would read '//etc/passwd' as a host name and hide the absolute path.
