@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import functools
 import logging
 import os
 import threading
@@ -103,29 +104,34 @@ def check_subject(common_name: str | None, allowed_subjects: Sequence[str]) -> P
     return PeerVerdict(200, f"client CN={_show(common_name)}", common_name)
 
 
-def check_peer(der: bytes | None, *, ca: x509.Certificate, crl: x509.CertificateRevocationList | None,
-               now: datetime, allowed_subjects: Sequence[str] = (), require: bool = True) -> PeerVerdict:
-    """Decide on a client certificate (`der`, None when the client sent none).
+@dataclass(frozen=True)
+class _Facts:
+    """What a certificate says that does not depend on the time, the CRL or the allowed subjects."""
 
-    `ca` is the daaas CA; `crl` its revocation list, already checked to be signed by `ca` (None: no
-    revocation checking); `now` a timezone-aware time; `allowed_subjects` CN patterns (empty: any);
-    `require` False lets a client without a certificate through when no subject is required.
-    The checks run from the cheapest to the one that needs a trusted certificate (the subject), so
-    that the reason names the first thing wrong.
+    refusal: str | None  # a reason to refuse it whatever the rest (unreadable, not the CA's, a CA, not a client)
+    common_name: str | None = None
+    serial: int | None = None
+    subject: str = ""
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+
+
+@functools.lru_cache(maxsize=4096)
+def _facts(der: bytes, ca: x509.Certificate) -> _Facts:
+    """The time-independent part of `check_peer`.
+
+    Memoized (it is pure): parsing and the signature check are nearly all of `check_peer`'s cost,
+    and a client sends the same certificate with every request.
     """
-    if der is None:
-        if require:
-            return PeerVerdict(401, "no client certificate: present a certificate issued by the daaas CA")
-        return check_subject(None, allowed_subjects)
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as e:
-        return PeerVerdict(403, f"client certificate unreadable: {_show(str(e))}")
+        return _Facts(f"client certificate unreadable: {_show(str(e))}")
     cn, serial = _common_name(cert.subject), cert.serial_number
     subject = _name(cert.subject)
 
-    def refuse(reason: str, status: int = 403) -> PeerVerdict:
-        return PeerVerdict(status, reason, cn, serial)
+    def refuse(reason: str | None) -> _Facts:
+        return _Facts(reason, cn, serial, subject, cert.not_valid_before_utc, cert.not_valid_after_utc)
 
     if cert.issuer != ca.subject:
         if cert.issuer == cert.subject:
@@ -138,15 +144,45 @@ def check_peer(der: bytes | None, *, ca: x509.Certificate, crl: x509.Certificate
         return refuse(f"client certificate not issued by the daaas CA: its issuer is named {_name(cert.issuer)} "
                       "but the signature is not the daaas CA's")
     try:
-        basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if basic.ca:
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
             return refuse(f"client certificate {subject} is a CA certificate, not a client's")
     except x509.ExtensionNotFound:
         pass
-    if now < cert.not_valid_before_utc:
-        return refuse(f"client certificate not valid before {_utc(cert.not_valid_before_utc)}")
-    if now > cert.not_valid_after_utc:
-        return refuse(f"client certificate expired on {_utc(cert.not_valid_after_utc)}")
+    try:
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value:
+            return refuse(f"client certificate {subject} is not for client authentication (extended key usage)")
+    except x509.ExtensionNotFound:
+        pass
+    return refuse(None)
+
+
+def check_peer(der: bytes | None, *, ca: x509.Certificate, crl: x509.CertificateRevocationList | None,
+               now: datetime, allowed_subjects: Sequence[str] = (), require: bool = True) -> PeerVerdict:
+    """Decide on a client certificate (`der`, None when the client sent none).
+
+    `ca` is the daaas CA; `crl` its revocation list, already checked to be signed by `ca` (None: no
+    revocation checking); `now` a timezone-aware time; `allowed_subjects` CN patterns (empty: any);
+    `require` False lets a client without a certificate through when no subject is required.
+    The reason names the first thing wrong: who issued it (and what it is for), then its validity
+    now, revocation, and last the subject, which means something only in a certificate we trust.
+    """
+    if der is None:
+        if require:
+            return PeerVerdict(401, "no client certificate: present a certificate issued by the daaas CA")
+        return check_subject(None, allowed_subjects)
+    f = _facts(der, ca)
+    cn, serial = f.common_name, f.serial
+
+    def refuse(reason: str, status: int = 403) -> PeerVerdict:
+        return PeerVerdict(status, reason, cn, serial)
+
+    if f.refusal is not None:
+        return refuse(f.refusal)
+    assert f.not_before is not None and f.not_after is not None and serial is not None
+    if now < f.not_before:
+        return refuse(f"client certificate not valid before {_utc(f.not_before)}")
+    if now > f.not_after:
+        return refuse(f"client certificate expired on {_utc(f.not_after)}")
     if crl is not None:
         if crl.next_update_utc is not None and now > crl.next_update_utc:
             return refuse(f"cannot check revocation: the daaas CRL expired on {_utc(crl.next_update_utc)}", 503)
@@ -154,16 +190,10 @@ def check_peer(der: bytes | None, *, ca: x509.Certificate, crl: x509.Certificate
         if revoked is not None:
             return refuse(f"client certificate revoked (serial {serial:#x}, "
                           f"on {_utc(revoked.revocation_date_utc)})")
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
-            return refuse(f"client certificate {subject} is not for client authentication (extended key usage)")
-    except x509.ExtensionNotFound:
-        pass
     if cn is None:
         if allowed_subjects:
-            return refuse(f"client certificate {subject} has no subject CN to match the allowed subjects")
-        return PeerVerdict(200, f"client {subject}", cn, serial)
+            return refuse(f"client certificate {f.subject} has no subject CN to match the allowed subjects")
+        return PeerVerdict(200, f"client {f.subject}", cn, serial)
     verdict = check_subject(cn, allowed_subjects)
     return PeerVerdict(verdict.status, verdict.reason, cn, serial)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import threading
 import time
 
 import pytest
@@ -22,8 +23,8 @@ from dms.dmts import make_dmts_server
 from dms.source import make_source_server
 
 
-@pytest.fixture
-def servers(tmp_path, serve, make_file, server_tls, service_client_ctx, service_cert, ca_cert, crl_file):
+def _world(tmp_path, start, make_file, server_tls, service_client_ctx, service_cert, ca_cert, crl_file):
+    """A source, a DMTS and a DMS API, all TLS, under `tmp_path`; `start(server)` runs each one."""
     src_root, dst_root = tmp_path / "src", tmp_path / "dst"
     dst_root.mkdir()
     data = make_file(src_root / "ok.bin", 300_000, seed=2)
@@ -31,16 +32,53 @@ def servers(tmp_path, serve, make_file, server_tls, service_client_ctx, service_
     (src_root / "link").symlink_to(tmp_path)
     (dst_root / "link").symlink_to(tmp_path)
     restricted = dataclasses.replace(server_tls, allowed_subjects=("alice", "daaas-*"))
-    source = serve(make_source_server(src_root, tls=restricted))
-    dmts = serve(make_dmts_server(dst_root, tls=restricted, client_tls=service_client_ctx))
+    source = start(make_source_server(src_root, tls=restricted))
+    dmts = start(make_dmts_server(dst_root, tls=restricted, client_tls=service_client_ctx))
     app = api.create_app({"DB": str(tmp_path / "api" / "journal.sqlite"),
                           "EVENT_LOG": str(tmp_path / "api" / "ev.jsonl"),
                           "CERT": str(service_cert.cert), "KEY": str(service_cert.key), "CA": str(ca_cert),
                           "CRL": str(crl_file), "ALLOWED_SUBJECTS": ["alice"], "COPY_TIMEOUT": 30.0})
-    api_srv = serve(api.make_api_server(app, host="127.0.0.1", port=0, ssl_context=api.server_ssl_context(app.config)))
-    yield {"source": source, "dmts": dmts, "api": api_srv, "app": app, "dst": dst_root, "tmp": tmp_path,
-           "data": data}
-    app.extensions["dms"].shutdown()
+    api_srv = start(api.make_api_server(app, host="127.0.0.1", port=0, ssl_context=api.server_ssl_context(app.config)))
+    return {"source": source, "dmts": dmts, "api": api_srv, "app": app, "dst": dst_root, "tmp": tmp_path,
+            "data": data}
+
+
+@pytest.fixture
+def servers(tmp_path, serve, make_file, server_tls, service_client_ctx, service_cert, ca_cert, crl_file):
+    w = _world(tmp_path, serve, make_file, server_tls, service_client_ctx, service_cert, ca_cert, crl_file)
+    yield w
+    w["app"].extensions["dms"].shutdown()
+
+
+class _Running:
+    """A server in a thread, for the module-scoped servers below (conftest's `serve` is per test)."""
+
+    def __init__(self, server):
+        self.server = server
+        self.port = server.server_address[1]
+        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory, make_file, server_tls, service_client_ctx, service_cert, ca_cert, crl_file):
+    """Servers shared by every refusal below: a refusal changes nothing, so each one also checks the ones before."""
+    running: list[_Running] = []
+
+    def start(server):
+        running.append(_Running(server))
+        return running[-1]
+    w = _world(tmp_path_factory.mktemp("refusing"), start, make_file, server_tls, service_client_ctx, service_cert,
+               ca_cert, crl_file)
+    yield w
+    for r in running:
+        r.stop()
+    w["app"].extensions["dms"].shutdown()
 
 
 def request(port, method, path, ctx, headers=None, body=None):
@@ -111,12 +149,12 @@ ENDPOINTS = ("source GET", "source HEAD", "DMTS COPY", "DMTS PUT", "API POST")
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 @pytest.mark.parametrize("kind", list(BAD_CERTIFICATES))
 def test_bad_client_certificates_get_4xx_naming_the_reason_and_nothing_is_written(
-        servers, client_ctx, request, kind, endpoint):
+        refusing, client_ctx, request, kind, endpoint):
     fixture, status, reason = BAD_CERTIFICATES[kind]
     issued = request.getfixturevalue(fixture) if fixture else None
     expected = reason(_cert(issued) if issued else None)
-    before = _written(servers)
-    server, method, path, headers, body = _endpoint_request(servers, endpoint)
+    before = _written(refusing)
+    server, method, path, headers, body = _endpoint_request(refusing, endpoint)
     got, resp_headers, text = request_full(server.port, method, path, client_ctx(issued), headers, body)
     assert got == status, (got, text)
     if endpoint == "API POST":
@@ -128,12 +166,12 @@ def test_bad_client_certificates_get_4xx_naming_the_reason_and_nothing_is_writte
         text = resp_headers["X-Daaas-Error"]
     assert text.strip().startswith(expected), (text, expected)
     # Nothing written, nothing started.
-    assert _written(servers) == before
-    assert servers["dmts"].server.transfers == {}
-    assert servers["source"].server.ranges_served == []
-    assert servers["app"].extensions["dms"].list() == []
-    assert servers["app"].extensions["dms"].store.load_all() == []
-    assert not (servers["tmp"] / "api" / "ev.jsonl").exists()
+    assert _written(refusing) == before
+    assert refusing["dmts"].server.transfers == {}
+    assert refusing["source"].server.ranges_served == []
+    assert refusing["app"].extensions["dms"].list() == []
+    assert refusing["app"].extensions["dms"].store.load_all() == []
+    assert not (refusing["tmp"] / "api" / "ev.jsonl").exists()
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
