@@ -206,6 +206,23 @@ def test_curl_upload_with_a_bad_certificate_is_refused_before_100_continue(serve
     assert _written(servers) == before
 
 
+def test_davix_with_a_revoked_certificate_sees_403(servers, revoked_cert, capath):
+    """A real HTTP-TPC client learns it was refused (HTTP 403), not that TLS failed."""
+    import shutil
+    import subprocess
+    davix = shutil.which("davix-cp")
+    assert davix, "davix-cp not found: install the Debian packages in .ci/apt-packages.txt"
+    before = _written(servers)
+    out = subprocess.run([davix, "--copy-mode", "pull", "--cert", str(revoked_cert.cert), "--key",
+                          str(revoked_cert.key), "--capath", str(capath),
+                          f"https://localhost:{servers['source'].port}/ok.bin",
+                          f"https://localhost:{servers['dmts'].port}/new.bin"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode != 0 and "HTTP 403" in out.stdout + out.stderr, out.stdout + out.stderr
+    assert any("revoked (serial" in r for r in servers["dmts"].server.rejections)
+    assert _written(servers) == before and servers["dmts"].server.transfers == {}
+
+
 @pytest.mark.parametrize("path,status,reason", [
     ("/../escape.bin", 400, "'..'"),
     ("/sub/../../escape.bin", 400, "'..'"),
