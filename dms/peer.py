@@ -124,9 +124,12 @@ def _facts(der: bytes, ca: x509.Certificate) -> _Facts:
     and a client sends the same certificate with every request.
     """
     try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError as e:
+        return _read_facts(x509.load_der_x509_certificate(der), ca)
+    except ValueError as e:  # cryptography parses names and extensions lazily: a bad one raises here
         return _Facts(f"client certificate unreadable: {_show(str(e))}")
+
+
+def _read_facts(cert: x509.Certificate, ca: x509.Certificate) -> _Facts:
     cn, serial = _common_name(cert.subject), cert.serial_number
     subject = _name(cert.subject)
 
