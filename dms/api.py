@@ -7,10 +7,13 @@
     DELETE /transfers/<id>   cancel (202); 409 when it already finished
     GET    /healthz          no authentication
 
-Only clients whose certificate chains to the configured CA (checked by TLS, see `serve`) and whose
-subject CN is in `ALLOWED_SUBJECTS` (shell patterns; empty = any) get past `before_request`.
-The CN comes from the WSGI environ key `daaas.peer_cn`, which `serve`'s request handler fills from
-the TLS socket; behind Flask's test client, `PEER_SUBJECT_HOOK(environ) -> CN | None` stands in.
+Only clients whose certificate chains to the configured CA, is valid now, is not on the CRL and whose
+subject CN is in `ALLOWED_SUBJECTS` (shell patterns; empty = any) get past `before_request`; the
+others get 401 (no certificate) or 403 naming the reason (`dms.peer`), before anything is read or
+written. The TLS handshake lets every certificate through (`server_ssl_context`) so that this answer
+is possible. The certificate comes from the WSGI environ key `daaas.peer_cert` (DER), which
+`PeerCertRequestHandler` fills from the TLS socket; behind Flask's test client,
+`PEER_SUBJECT_HOOK(environ) -> CN | None` stands in and only the subject is checked.
 
 Configuration is layered (the Flask tutorial's way): `DEFAULTS`, then a YAML file (`CONFIG_FILE`
 in the given dict, or `config_file=`), then the given dict. Every bad request is a 4xx with JSON
@@ -18,7 +21,6 @@ in the given dict, or `config_file=`), then the given dict. Every bad request is
 """
 from __future__ import annotations
 
-import fnmatch
 import ssl
 import urllib.parse
 from collections.abc import Mapping
@@ -31,10 +33,10 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from core.transfer_order import ADAPTERS
-from dms import client, orchestrator
-from dms.tls import client_context, peer_common_name
+from dms import client, orchestrator, peer
+from dms.tls import client_context
 
-PEER_CN = "daaas.peer_cn"
+PEER_CERT = "daaas.peer_cert"
 
 DEFAULTS: dict[str, Any] = {
     "DB": "dms-api.sqlite",  # the transfer journal
@@ -114,6 +116,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, config_file: str | Pa
                                          log=orchestrator.EventLog(cfg["EVENT_LOG"] or None),
                                          copy_timeout=float(cfg["COPY_TIMEOUT"]))
     app.extensions["dms"] = orch
+    app.extensions["dms.peers"] = _peer_verifier(cfg)
 
     @app.errorhandler(BadRequest)
     def _bad(e: BadRequest):
@@ -128,13 +131,19 @@ def create_app(config: Mapping[str, Any] | None = None, *, config_file: str | Pa
         if request.endpoint in ("healthz", "static"):
             return None
         hook = current_app.config.get("PEER_SUBJECT_HOOK")
-        cn = hook(request.environ) if hook else request.environ.get(PEER_CN)
-        if cn is None:
-            raise BadRequest("client certificate", "a client certificate issued by the daaas CA is required", 401)
+        verifier = current_app.extensions["dms.peers"]
         allowed = current_app.config["ALLOWED_SUBJECTS"]
-        if allowed and not any(fnmatch.fnmatchcase(cn, p) for p in allowed):
-            raise BadRequest("client certificate", f"subject CN {cn!r} is not allowed to use the DMS API", 403)
-        g.user = cn
+        if hook is not None:
+            verdict = peer.check_subject(hook(request.environ), allowed)
+        elif verifier is not None:
+            verdict = verifier.verify(request.environ.get(PEER_CERT))
+        else:
+            verdict = peer.PeerVerdict(401, "no CA configured (CA): no client certificate can be verified")
+        if verdict.ok and verdict.common_name is None:
+            verdict = peer.PeerVerdict(401, "a client certificate issued by the daaas CA is required")
+        if not verdict.ok:
+            raise BadRequest("client certificate", verdict.reason, verdict.status)
+        g.user = verdict.common_name
         return None
 
     @app.get("/healthz")
@@ -270,34 +279,46 @@ def parse_request(body: object, cfg: Mapping[str, Any]) -> orchestrator.Transfer
         verify_checksum=verify)
 
 
+def _peer_verifier(cfg: Mapping[str, Any]) -> peer.PeerVerifier | None:
+    if not cfg.get("CA"):
+        return None
+    try:
+        return peer.PeerVerifier(ca=cfg["CA"], crl=cfg.get("CRL") or None,
+                                 allowed_subjects=tuple(cfg["ALLOWED_SUBJECTS"]))
+    except peer.PeerConfigError as e:
+        raise ConfigError(str(e)) from None
+
+
 class PeerCertRequestHandler(WSGIRequestHandler):
-    """Puts the verified client certificate's CN into the WSGI environ (werkzeug does not)."""
+    """Puts the client certificate (DER, not yet verified) into the WSGI environ (werkzeug does not)."""
 
     def make_environ(self):
         environ = super().make_environ()
-        environ[PEER_CN] = peer_common_name(self.connection)
+        environ[PEER_CERT] = peer.peer_certificate(self.connection)
         return environ
 
 
 def make_api_server(app: Flask, *, host: str, port: int, ssl_context: ssl.SSLContext | None):
     """A threaded WSGI server for `app` (werkzeug's), TLS when `ssl_context` is given.
 
-    The context should verify client certificates against the CA but let a handshake without one
-    through (`dms.tls.config_server_context(..., http_enforced=True)`), so that a missing
-    certificate is answered 401 in HTTP rather than a bare TLS alert.
+    The context should ask for a client certificate but let any (or none) through the handshake
+    (`server_ssl_context`), so that a missing or bad certificate is answered 401/403 in HTTP with
+    the reason rather than a bare TLS alert.
     """
     return make_server(host, port, app, threaded=True, request_handler=PeerCertRequestHandler,
                        ssl_context=ssl_context)
 
 
 def server_ssl_context(cfg: Mapping[str, Any]) -> ssl.SSLContext:
-    """The API's TLS server context from the config (CERT, KEY, CA, CRL); a missing one is ConfigError."""
-    from dms.tls import TlsError, server_context
+    """The API's TLS server context from the config (CERT, KEY; CA for the clients); a missing one is ConfigError.
+
+    Client certificates are checked per request against CA and CRL by `before_request`.
+    """
+    from dms.tls import TlsError, http_enforced_server_context
     for key in ("CERT", "KEY", "CA"):
         if not cfg.get(key):
             raise ConfigError(f"{key}: required to serve the DMS API over TLS")
     try:
-        return server_context(cert=cfg["CERT"], key=cfg["KEY"], ca=cfg["CA"], crl=cfg.get("CRL") or None,
-                              require_client_cert=False)
+        return http_enforced_server_context(cert=cfg["CERT"], key=cfg["KEY"])
     except TlsError as e:
         raise ConfigError(str(e)) from None

@@ -612,6 +612,8 @@ class DmtsHandler(FileHandler):
     server: DmtsServer
 
     def do_OPTIONS(self):
+        if not self.authorize():
+            return
         self.send_text(200, "ok", {"Allow": "OPTIONS, GET, HEAD, PUT, DELETE, COPY, MKCOL, PROPFIND", "DAV": "1"})
 
     def do_POST(self):

@@ -11,9 +11,11 @@ Requests:
 - `GET /path/dir/?manifest` or `GET /.manifest/path/dir` (add `recursive=1` for the whole tree):
   the directory's JSON manifest (see `dms.manifest`).
 
-Every server here is a `DmsHTTPServer`: threaded, one thread per connection, TLS by default
-(client certificates chained to the daaas CA and checked against its CRL, `allowed_subjects`
-matched against the client's CN), plain sockets only when `tls` is None. File bodies go out with
+Every server here is a `DmsHTTPServer`: threaded, one thread per connection, TLS by default,
+plain sockets only when `tls` is None. Any client certificate passes the TLS handshake; every request
+is then checked by `dms.peer` before anything else (chain to the daaas CA, validity, its CRL,
+`allowed_subjects` matched against the CN) and refused with 401 (no certificate) or 403 naming the
+reason. File bodies go out with
 `socket.sendfile` on plain sockets and in 1 MiB writes on TLS.
 """
 from __future__ import annotations
@@ -33,10 +35,12 @@ from pathlib import Path
 from dms import checksum as ck
 from dms import manifest as mf
 from dms.paths import PathError, resolve_under
-from dms.tls import ServerContextCache, TlsConfig, peer_common_name
+from dms.peer import peer_certificate
+from dms.tls import TlsConfig, config_server_context, peer_verifier
 
 log = logging.getLogger("dms.source")
 SEND_BLOCK = 1024 * 1024
+LINGER_BYTES = 8 * 1024 * 1024  # request body read and dropped after a refusal, so the client sees the answer
 
 
 class RangeError(ValueError):
@@ -82,8 +86,9 @@ class DmsHTTPServer(ThreadingHTTPServer):
         if not self.root.is_dir():
             raise ValueError(f"root {root}: not a directory")
         self.tls = tls
-        # Missing client certificates pass the handshake so that the handler can answer 403 with a reason.
-        self.contexts = ServerContextCache(tls, http_enforced=True) if tls is not None else None
+        # Any client certificate passes the handshake; `peers` judges it per request, in HTTP, with a reason.
+        self.context = config_server_context(tls, http_enforced=True) if tls is not None else None
+        self.peers = peer_verifier(tls) if tls is not None else None
         self.checksums = ck.ChecksumCache()
         self.stats_lock = threading.Lock()
         self.bytes_sent = 0
@@ -116,10 +121,10 @@ class DmsHTTPServer(ThreadingHTTPServer):
         log.exception("error serving %s", client_address[0])
 
     def finish_request(self, request, client_address):
-        if self.contexts is not None:
+        if self.context is not None:
             try:
                 request.settimeout(30)  # a client that never finishes its handshake must not hold a thread
-                request = self.contexts.get().wrap_socket(request, server_side=True)
+                request = self.context.wrap_socket(request, server_side=True)
                 request.settimeout(None)
             except (ssl.SSLError, OSError) as e:
                 reason = getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
@@ -128,7 +133,7 @@ class DmsHTTPServer(ThreadingHTTPServer):
         try:
             self.RequestHandlerClass(request, client_address, self)
         finally:
-            if request is not None and self.contexts is not None:
+            if request is not None and self.context is not None:
                 try:
                     request.close()
                 except OSError:
@@ -168,19 +173,45 @@ class FileHandler(BaseHTTPRequestHandler):
         if body and self.command != "HEAD":
             self.wfile.write(data)
 
-    def authorize(self) -> bool:
-        """Checks the client certificate's subject (TLS only); answers 403 and returns False when refused."""
-        tls = self.server.tls
-        if tls is None:
+    def authorize(self, *, linger: bool = True) -> bool:
+        """Checks the client certificate (TLS only) before anything else; answers 4xx and returns False when refused.
+
+        The reason is in the body and, for HEAD (no body), in `X-Daaas-Error`. The connection is
+        closed after a refusal, once the request body (if any, up to `LINGER_BYTES`) has been read
+        and dropped: a client still sending it would otherwise get a reset instead of the answer.
+        """
+        if self.server.peers is None:
             return True
-        cn = peer_common_name(self.connection)
-        if cn is None and tls.require_client_cert:
-            self.send_text(403, "client certificate required: present a certificate issued by the daaas CA")
+        verdict = self.server.peers.verify(peer_certificate(self.connection))
+        if verdict.ok:
+            return True
+        self.close_connection = True
+        self.send_text(verdict.status, verdict.reason, {"X-Daaas-Error": verdict.reason, "Connection": "close"})
+        if linger:
+            self.discard_body(LINGER_BYTES)
+        return False
+
+    def handle_expect_100(self):
+        # Refuse before "100 Continue": a client that waits for it then never sends the body.
+        if not self.authorize(linger=False):
             return False
-        if not tls.subject_allowed(cn):
-            self.send_text(403, f"client certificate subject CN={cn} is not allowed here")
-            return False
-        return True
+        return super().handle_expect_100()
+
+    def discard_body(self, limit: int) -> None:
+        """Read and drop up to `limit` bytes of the request body (Content-Length), waiting at most 5 s for each read."""
+        try:
+            n = min(int(self.headers.get("Content-Length") or 0), limit)
+        except ValueError:
+            return
+        self.connection.settimeout(5)
+        try:
+            while n > 0:
+                chunk = self.rfile.read(min(n, 65536))
+                if not chunk:
+                    break
+                n -= len(chunk)
+        except OSError:
+            pass
 
     def request_path(self) -> tuple[str, dict[str, list[str]]]:
         # Not urlsplit: it would read '//etc/passwd' as a host name and hide the absolute path.

@@ -1,23 +1,37 @@
 """TLS for every daaas endpoint: server and client contexts built from the daaas PKI.
 
-Servers require a client certificate that chains to the configured CA and, when a CRL is given,
-is not revoked (checked for the leaf). A certificate that fails these checks ends the handshake
-with a TLS alert that names the reason (unknown ca, certificate expired, certificate revoked): the
-request never reaches HTTP and nothing is written. Python's `ssl` has no verify callback, so the
-"accept, then answer 4xx" trick of nginx is not available; a handshake *without* a client
-certificate (the daaas servers let it through the handshake, see `config_server_context`) and a
-subject that is not in `allowed_subjects` are answered in HTTP with 403 naming the reason.
+Clients verify servers strictly: a server certificate must chain to the configured CA
+(`client_context`), so daaas only talks to services that prove who they are.
+
+Servers verify clients in HTTP, not in the handshake: `config_server_context(..., http_enforced=True)`
+asks every client for a certificate but lets any certificate (or none) through the handshake, and
+the server then decides per request with `dms.peer` (chain to the CA, validity, CRL, extended key
+usage, subject), answering 401/403 with the reason before it reads or writes anything. A TLS alert
+would tell the client only "unknown ca" or "certificate expired", and tell it nothing at all about a
+subject that is not allowed.
+
+Why the handshake needs help: with `CERT_OPTIONAL`, OpenSSL still aborts the handshake when a
+certificate *is* presented and does not verify, and without `SSL_VERIFY_PEER` (`CERT_NONE`) it never
+asks for one. Python's `ssl` offers no verify callback, so `_accept_any_client_certificate` installs
+OpenSSL's own hook, `SSL_CTX_set_verify`, through ctypes, with a callback that accepts the chain;
+the certificate is then read with `getpeercert(binary_form=True)` and verified by `dms.peer`. The
+client's proof of its key (TLS CertificateVerify) is still checked by OpenSSL.
+
+`config_server_context(config)` (without `http_enforced`) is the plain OpenSSL check in the
+handshake (CA, CRL for the leaf); tests use it as an independent oracle for `dms.peer`.
 
 Plain sockets are used only when a server is given no `TlsConfig` at all (explicit configuration).
 """
 from __future__ import annotations
 
-import fnmatch
-import os
+import ctypes
+import functools
 import ssl
-import threading
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from dms import peer
 
 
 class TlsError(Exception):
@@ -40,11 +54,7 @@ class TlsConfig:
     allowed_subjects: tuple[str, ...] = ()
 
     def subject_allowed(self, common_name: str | None) -> bool:
-        if not self.allowed_subjects:
-            return True
-        if common_name is None:
-            return False
-        return any(fnmatch.fnmatchcase(common_name, p) for p in self.allowed_subjects)
+        return peer.subject_allowed(common_name, self.allowed_subjects)
 
 
 def _check_file(what: str, path: Path | None) -> None:
@@ -94,44 +104,96 @@ def client_context(*, cert: Path | None = None, key: Path | None = None, ca: Pat
 def config_server_context(config: TlsConfig, *, http_enforced: bool = False) -> ssl.SSLContext:
     """The server context of `config`.
 
-    With `http_enforced`, a missing client certificate passes the handshake (certificates that are
-    presented are still fully verified) so that the server can answer 403 naming the reason; the
-    server must then check `peer_common_name` itself.
+    With `http_enforced`, every client is asked for a certificate and any certificate (or none)
+    passes the handshake; the server must then check each request with `peer_verifier(config)`.
+    Without it, OpenSSL verifies in the handshake (CA, CRL) and a bad certificate gets a TLS alert.
     """
-    return server_context(cert=config.cert, key=config.key, ca=config.ca, crl=config.crl,
-                          require_client_cert=config.require_client_cert and not http_enforced)
+    if not http_enforced:
+        return server_context(cert=config.cert, key=config.key, ca=config.ca, crl=config.crl,
+                              require_client_cert=config.require_client_cert)
+    return http_enforced_server_context(cert=config.cert, key=config.key)
 
 
-class ServerContextCache:
-    """A server context rebuilt when the CRL file changes, so a revocation takes effect without a restart."""
+def http_enforced_server_context(*, cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context presenting `cert` that requests a client certificate and leaves its verification to HTTP."""
+    for what, p in (("cert", cert), ("key", key)):
+        _check_file(what, p)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except ssl.SSLError as e:
+        raise TlsError(f"server TLS files (cert {cert}, key {key}): {e}") from None
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    _accept_any_client_certificate(ctx)  # last: setting verify_mode again would drop the callback
+    return ctx
 
-    def __init__(self, config: TlsConfig, *, http_enforced: bool = False):
-        self.config = config
-        self.http_enforced = http_enforced
-        self._lock = threading.Lock()
-        self._stamp = self._crl_stamp()
-        self._ctx = config_server_context(config, http_enforced=http_enforced)
 
-    def _crl_stamp(self) -> tuple[int, int] | None:
-        if self.config.crl is None:
-            return None
-        try:
-            st = os.stat(self.config.crl)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
+_VERIFY_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 
-    def get(self) -> ssl.SSLContext:
-        stamp = self._crl_stamp()
-        if stamp != self._stamp:
-            with self._lock:
-                if stamp != self._stamp:
-                    try:
-                        self._ctx = config_server_context(self.config, http_enforced=self.http_enforced)
-                        self._stamp = stamp
-                    except TlsError:
-                        pass  # a CRL caught mid-rewrite: keep the previous context, retry next time
-        return self._ctx
+
+def _accept_chain(preverify_ok: int, store_ctx: int) -> int:
+    return 1  # the chain is judged per request by dms.peer, which can answer in HTTP
+
+
+@functools.cache
+def _openssl():
+    """(SSL_CTX_set_verify, SSL_CTX_get_verify_mode, the callback) of the OpenSSL that `ssl` uses.
+
+    Symbols are looked up through the `_ssl` extension's handle, which resolves them in the libssl
+    it was linked with (the process's global namespace when `_ssl` is built in).
+    """
+    import _ssl
+    if sys.implementation.name != "cpython":
+        raise TlsError(f"client certificates checked in HTTP need CPython's ssl, not {sys.implementation.name}")
+    try:
+        lib = ctypes.CDLL(getattr(_ssl, "__file__", None))
+        set_verify, get_mode = lib.SSL_CTX_set_verify, lib.SSL_CTX_get_verify_mode
+    except (OSError, AttributeError) as e:
+        raise TlsError(f"cannot reach OpenSSL's SSL_CTX_set_verify through {_ssl!r}: {e}") from None
+    set_verify.argtypes = [ctypes.c_void_p, ctypes.c_int, _VERIFY_CALLBACK]
+    set_verify.restype = None
+    get_mode.argtypes = [ctypes.c_void_p]
+    get_mode.restype = ctypes.c_int
+    return set_verify, get_mode, _VERIFY_CALLBACK(_accept_chain)  # cached: the callback must outlive every context
+
+
+def _ssl_ctx_pointer(ctx: ssl.SSLContext) -> int:
+    """The `SSL_CTX *` inside `ctx`: CPython's PySSLContext holds it right after the object header.
+
+    Checked before use: OpenSSL must report the verify mode that Python just set, for two different
+    modes, or the layout is not what we think and nothing is touched.
+    """
+    _, get_mode, _ = _openssl()
+    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    if not ptr:
+        raise TlsError("cannot find the OpenSSL context inside ssl.SSLContext")
+    wanted = ctx.verify_mode
+    for mode, bits in ((ssl.CERT_NONE, 0), (ssl.CERT_OPTIONAL, 1)):
+        ctx.verify_mode = mode
+        if get_mode(ptr) != bits:
+            ctx.verify_mode = wanted
+            raise TlsError("ssl.SSLContext's layout is not the one expected; cannot install the verify callback")
+    ctx.verify_mode = wanted
+    return ptr
+
+
+def _accept_any_client_certificate(ctx: ssl.SSLContext) -> None:
+    """Ask for a client certificate (SSL_VERIFY_PEER) but let the handshake succeed whatever it is."""
+    set_verify, get_mode, callback = _openssl()
+    ptr = _ssl_ctx_pointer(ctx)
+    set_verify(ptr, 1, callback)  # SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT: none is a 401, in HTTP
+    if get_mode(ptr) != 1:
+        raise TlsError("installing the client-certificate callback did not take effect")
+
+
+def peer_verifier(config: TlsConfig) -> peer.PeerVerifier:
+    """The per-request client-certificate check of a server configured with `config`."""
+    try:
+        return peer.PeerVerifier(ca=config.ca, crl=config.crl, allowed_subjects=config.allowed_subjects,
+                                 require=config.require_client_cert)
+    except peer.PeerConfigError as e:
+        raise TlsError(str(e)) from None
 
 
 def peer_common_name(sock) -> str | None:
