@@ -120,9 +120,16 @@ def next_wakeup(snapshot: Snapshot, config: Config, clouds: Mapping[str, CloudHe
     """
     now = snapshot.now
     floor = now if after is None else after
-    table = due_table(snapshot, config, dues or {})
+    pools = {p.name: p for p in config.pools}
+    get = (dues or {}).get
     best = math.inf
-    for vm, times in table.values():
+    for vm in snapshot.vms:  # one walk, reusing the due times of VMs unchanged since the table was made
+        entry = get(vm.id)
+        if entry is not None and entry[0] is vm:
+            times = entry[1]
+        else:
+            pool = pools.get(vm.pool)
+            times = vm_due_times(vm, pool, config) if pool is not None else ()
         for t in times:
             if t > floor:
                 if t < best:
