@@ -72,7 +72,9 @@ def build(settings, *, now: float, seed: int | None = None):
         try:
             bindings = load_clouds(settings.clouds_file, owner_id=settings.owner_id)
         except (ValueError, OSError) as e:
-            raise UsageError(f"{settings.clouds_file}: {e}") from None
+            msg = str(e)  # the loader's errors name the file already; OS errors may not
+            raise UsageError(msg if msg.startswith(str(settings.clouds_file)) else f"{settings.clouds_file}: {msg}"
+                             ) from None
         clouds = {b.config.name: b.adapter for b in bindings}
         cloud_configs = tuple(b.config for b in bindings)
     for p in settings.pools:

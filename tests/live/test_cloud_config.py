@@ -210,3 +210,4 @@ def test_daaas_serve_once_on_a_clouds_file_launches_tagged_vms(tmp_path, moto_cl
     assert main(["serve", "--config", str(cfg), "--once"]) == 2
     err = capsys.readouterr().err
     assert "clouds.yaml" in err and "clouds[1].credentials.env.access_key" in err and "NOT_SET_ANYWHERE" in err
+    assert err.count("clouds.yaml") == 1, err  # the file is named once
