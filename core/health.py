@@ -25,6 +25,7 @@ class CloudHealth:
     until: float = float("-inf")  # end of the current backoff
     probe_sent: bool = False
     verdict: str = GOOD
+    probe_at: float = float("-inf")  # when the probe launch was sent
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,15 @@ def update_health(snapshot: Snapshot, config: Config, memory: dict[str, CloudHea
         verdict, good_boots = judge_cloud(snapshot.observation(cloud.name), cloud,
                                           booting.get(cloud.name, []), now=now, since=h.since, cfg=cfg,
                                           strict=h.status == PROBING)
-        new = _step(h, verdict, good_boots, now, cfg)
+        new = _step(h, verdict, good_boots, now, cfg, config.policy.boot_timeout_s)
         if new.status != h.status:
             changes.append(HealthChange(cloud.name, new.status, verdict, new.backoff_s))
         out[cloud.name] = new
     return out, changes
 
 
-def _step(h: CloudHealth, verdict: str, good_boots: int, now: float, cfg: HealthConfig) -> CloudHealth:
+def _step(h: CloudHealth, verdict: str, good_boots: int, now: float, cfg: HealthConfig,
+          boot_timeout_s: float) -> CloudHealth:
     if h.status == OK:
         if verdict == GOOD:
             return replace(h, verdict=verdict) if h.verdict != verdict else h
@@ -103,12 +105,19 @@ def _step(h: CloudHealth, verdict: str, good_boots: int, now: float, cfg: Health
             return CloudHealth(PROBING, now, h.backoff_s, h.until, False, verdict)
         return h
     # PROBING: only evidence since the probe began counts (judge_cloud was given `since`).
+    if verdict == GOOD and not good_boots and probe_timed_out(h, now, boot_timeout_s):
+        verdict = FAILING  # the probe vanished without a word (e.g. a launch never confirmed): it failed
     if verdict != GOOD:
         backoff = min(cfg.backoff_max_s, h.backoff_s * cfg.backoff_growth)
         return CloudHealth(BACKOFF, now, backoff, now + backoff, False, verdict)
     if good_boots:
         return CloudHealth(OK, now, 0.0, float("-inf"), False, GOOD)
     return h
+
+
+def probe_timed_out(h: CloudHealth, now: float, boot_timeout_s: float) -> bool:
+    """Whether a probe sent has had a boot's whole timeout to prove the cloud, without any outcome."""
+    return h.status == PROBING and h.probe_sent and now >= h.probe_at + boot_timeout_s
 
 
 def usable(h: CloudHealth) -> bool:

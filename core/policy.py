@@ -80,7 +80,7 @@ def decide(snapshot: Snapshot, config: Config, memory: PolicyMemory | None = Non
             actions.append(Launch(pool=need.pool, cloud=cloud, reason="reserve"))
         actions += [Terminate(vm=v, reason="surplus") for v in need.surplus]
 
-    health = _send_probes(health, config, going_down, headroom, actions)
+    health = _send_probes(health, config, going_down, headroom, actions, now)
     return Decision(tuple(actions), PolicyMemory(health, dues), tuple(changes), tuple(needs))
 
 
@@ -107,7 +107,7 @@ def _headroom(snapshot: Snapshot, config: Config, removed: set[str]) -> dict[str
 
 
 def _send_probes(health: dict[str, CloudHealth], config: Config, going_down: Mapping[str, float],
-                 headroom: dict[str, int], actions: list[Action]) -> dict[str, CloudHealth]:
+                 headroom: dict[str, int], actions: list[Action], now: float) -> dict[str, CloudHealth]:
     """One probe launch for each cloud whose backoff just ended."""
     out = dict(health)
     for cloud in config.clouds:
@@ -119,7 +119,7 @@ def _send_probes(health: dict[str, CloudHealth], config: Config, going_down: Map
             continue
         actions.append(Launch(pool=pool.name, cloud=cloud.name, reason="probe", probe=True))
         headroom[cloud.name] -= 1
-        out[cloud.name] = replace(h, probe_sent=True)
+        out[cloud.name] = replace(h, probe_sent=True, probe_at=now)
     return out
 
 

@@ -1,7 +1,8 @@
 """When the policy next needs a pass if nothing else happens.
 
 Every time-driven rule of the policy (idle warnings and reclaims, max age, recycling, boot timeouts,
-slow-boot judgement, health evidence ageing out of the window, backoff ends, maintenance windows)
+slow-boot judgement, health evidence ageing out of the window, backoff ends, probes without an
+outcome, maintenance windows)
 has a due time that follows from the snapshot. A shell may skip a periodic pass that comes before
 `next_wakeup`: the pass would decide nothing. Events (a request, a boot, a loss) still need a pass,
 or at least `vm_wakeup` of the VM they changed, to bring the wakeup forward.
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 
 from core.activity import is_busy, last_activity
 from core.config import Config, PoolConfig
-from core.health import BACKOFF, CloudHealth
+from core.health import BACKOFF, PROBING, CloudHealth
 from core.sizing import SURPLUS_AGE_S
 from core.snapshot import CloudObservation, Snapshot, Vm, VmState
 
@@ -143,6 +144,8 @@ def next_wakeup(snapshot: Snapshot, config: Config, clouds: Mapping[str, CloudHe
     for h in (clouds or {}).values():
         if h.status == BACKOFF:
             due.append(h.until)
+        elif h.status == PROBING and h.probe_sent:
+            due.append(h.probe_at + config.policy.boot_timeout_s)  # a probe with no outcome fails then
     lead = config.policy.maintenance_lead_s
     for c in config.clouds:
         for w in c.maintenance:

@@ -7,6 +7,7 @@ from core.actions import Launch
 from core.config import CloudConfig, Config, HealthConfig, PolicyConfig, PoolConfig
 from core.health import BACKOFF, FAILING, GOOD, OK, PROBING, SLOW, CloudHealth, judge_cloud, update_health, usable
 from core.policy import PolicyMemory, decide
+from core.schedule import next_wakeup
 from core.snapshot import CloudObservation, HealthSample, Snapshot, Vm, VmState
 
 HC = HealthConfig(window_s=900.0, max_error_rate=0.5, min_calls=3, max_boot_failures=2, slow_factor=3.0,
@@ -118,3 +119,20 @@ def test_probe_launch_once_when_backoff_ends():
     assert d.memory.clouds["a"].status == PROBING and d.memory.clouds["a"].probe_sent
     d2 = decide(Snapshot(now=360.0, vms=(*full, ready(3, "a", VmState.BOOTING, t=300.0))), CONFIG, d.memory)
     assert d2.actions == ()  # one probe only, and no ordinary launch on a probing cloud
+
+
+def test_a_probe_without_any_outcome_fails_after_the_boot_timeout():
+    """A probe VM that vanishes without evidence (a launch never confirmed) must not leave the cloud
+    probing for ever: after the boot timeout the probe counts as failed and the backoff grows."""
+    mem = PolicyMemory(clouds={"a": CloudHealth(BACKOFF, 0.0, 300.0, 300.0, False, FAILING)})
+    full = (ready(1, "b", t=0.0), ready(2, "b", t=0.0))
+    d = decide(Snapshot(now=300.0, vms=full), CONFIG, mem)
+    assert d.memory.clouds["a"].probe_at == 300.0
+    timeout = CONFIG.policy.boot_timeout_s
+    wake = next_wakeup(Snapshot(now=300.0, vms=full), CONFIG, d.memory.clouds)
+    assert wake <= 300.0 + timeout
+    d2 = decide(Snapshot(now=300.0 + timeout - 1.0, vms=full), CONFIG, d.memory)  # the probe VM is gone
+    assert d2.memory.clouds["a"].status == PROBING
+    d3 = decide(Snapshot(now=300.0 + timeout, vms=full), CONFIG, d2.memory)
+    h = d3.memory.clouds["a"]
+    assert (h.status, h.verdict, h.backoff_s) == (BACKOFF, FAILING, 300.0 * CONFIG.policy.health.backoff_growth)
