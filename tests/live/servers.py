@@ -142,7 +142,8 @@ def start_mimic(tmpdir: str | os.PathLike, *, port: int | None = None) -> Server
 def moto_image(server: Server) -> str:
     """An AMI moto knows (any of its AMIs boots); one filtered lookup per server."""
     if "image" not in server.cache:
-        a = moto_adapter(server, name="probe", owner_id="probe", image="ami-none")
+        # moto builds its whole AMI catalogue on the first lookup: seconds on a loaded machine.
+        a = moto_adapter(server, name="probe", owner_id="probe", image="ami-none", timeout_s=120.0)
         images = a.driver.list_images(ex_owner="amazon", ex_filters={"name": "amzn2-ami-hvm*"})
         server.cache["image"] = sorted(i.id for i in images)[0]
     return server.cache["image"]
@@ -150,7 +151,7 @@ def moto_image(server: Server) -> str:
 
 def mimic_image_and_size(server: Server) -> tuple[str, str]:
     if "image" not in server.cache:
-        a = mimic_adapter(server, name="probe", owner_id="probe", image="none", size="none")
+        a = mimic_adapter(server, name="probe", owner_id="probe", image="none", size="none", timeout_s=120.0)
         server.cache["image"] = sorted(i.id for i in a.driver.list_images())[0]
         server.cache["size"] = sorted(s.id for s in a.driver.list_sizes())[0]
     return server.cache["image"], server.cache["size"]
