@@ -34,11 +34,21 @@ RUN = "run"  # first event of a log: {scenario, seed, start, end, clouds: {name:
 #              pools: [...], time_base: "sim" | "unix"}
 LOAD = "load"  # periodic sample: {ready, booting, allocated, abandoned} for a pool on a cloud
 POLICY = "policy"  # a policy note (e.g. forecast fallback): {message, ...}
+# The DMS's data transfers (user: the subject of the certificate that asked).
+TRANSFER_SUBMIT = "transfer_submit"  # {transfer, source, destination, adapter, streams, files, bytes}
+TRANSFER_FILE_DONE = "transfer_file_done"  # {transfer, path, bytes, seconds}
+TRANSFER_FILE_FAILED = "transfer_file_failed"  # {transfer, path, error}
+TRANSFER_DONE = "transfer_done"  # {transfer, files_done, files_total, bytes_done, seconds, error: null}
+TRANSFER_FAILED = "transfer_failed"  # the same, with the error
+TRANSFER_CANCELLED = "transfer_cancelled"  # the same
+TRANSFER_INTERRUPTED = "transfer_interrupted"  # the API stopped while it ran: {transfer}
 
+TRANSFER_KINDS = frozenset({TRANSFER_SUBMIT, TRANSFER_FILE_DONE, TRANSFER_FILE_FAILED, TRANSFER_DONE,
+                            TRANSFER_FAILED, TRANSFER_CANCELLED, TRANSFER_INTERRUPTED})
 KINDS = frozenset({
     REQUEST, ASSIGN, RELEASE, ABANDON, LAUNCH, LAUNCH_FAILED, READY, BOOT_FAILED, WARN, DRAIN,
     TERMINATE, GONE, API_ERROR, CLOUD_STATUS, CLOUD_DOWN, CLOUD_UP, MAINTENANCE_START,
-    MAINTENANCE_END, LOAD, POLICY, RUN,
+    MAINTENANCE_END, LOAD, POLICY, RUN, *TRANSFER_KINDS,
 })
 
 
