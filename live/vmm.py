@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from core import events as ev
@@ -118,7 +118,14 @@ class Vmm:
         window = self.config.policy.health.window_s
         snap = build_snapshot(now, self.store.vms(), self.store.requests(state=PENDING),
                               self.store.samples(since=now - window), [c.name for c in self.config.clouds])
+        # The policy's view of the clouds lives in the store: a restarted or newly elected VMM goes on
+        # with the backoffs (and their lengths) where the last pass left them.
+        saved = self.store.cloud_health()
+        if saved != dict(self.memory.clouds):
+            self.memory = replace(self.memory, clouds=saved)
         decision = decide(snap, self.config, self.memory)
+        if dict(decision.memory.clouds) != saved:
+            self.store.save_cloud_health(decision.memory.clouds)
         self.memory = decision.memory
         for ch in decision.health_changes:
             self.log.emit(now, ev.CLOUD_STATUS, cloud=ch.cloud, status=ch.status, verdict=ch.verdict,

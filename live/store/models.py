@@ -96,6 +96,21 @@ class HealthSampleRow(Base):
     __table_args__ = (Index("ix_health_cloud_at", "cloud", "at"),)
 
 
+class CloudHealthRow(Base):
+    """The policy's view of one cloud (core.health.CloudHealth), so a restarted or newly elected VMM
+    keeps a backoff and its length instead of trusting a failing cloud again."""
+
+    __tablename__ = "cloud_health"
+    cloud: Mapped[str] = mapped_column(String(128), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    since: Mapped[float | None] = mapped_column(Float, nullable=True)  # NULL: -inf (never changed)
+    backoff_s: Mapped[float] = mapped_column(Float)
+    until: Mapped[float | None] = mapped_column(Float, nullable=True)  # NULL: -inf
+    probe_sent: Mapped[bool] = mapped_column(Boolean)
+    verdict: Mapped[str] = mapped_column(String(16))
+    probe_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # NULL: -inf
+
+
 class LeakCandidate(Base):
     """A cloud VM carrying our owner tag that the store does not know; deleted on the second sighting."""
 

@@ -8,7 +8,7 @@ transaction, guarded by conditional updates and the allocations' UNIQUE `active_
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -17,9 +17,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.health import CloudHealth
 from core.snapshot import HealthSample, VmState
 from live.store.models import (
     Allocation,
+    CloudHealthRow,
     HealthSampleRow,
     LeakCandidate,
     RequestRow,
@@ -258,6 +260,22 @@ class Store:
         with self.session() as s:
             s.execute(delete(HealthSampleRow).where(HealthSampleRow.at < before))
 
+    def cloud_health(self) -> dict[str, CloudHealth]:
+        """The policy's last saved view of each cloud."""
+        with self.session() as s:
+            return {r.cloud: CloudHealth(r.status, _float(r.since), r.backoff_s, _float(r.until), r.probe_sent,
+                                         r.verdict, _float(r.probe_at))
+                    for r in s.scalars(select(CloudHealthRow))}
+
+    def save_cloud_health(self, health: Mapping[str, CloudHealth]) -> None:
+        """Replace the saved view with `health` (clouds no longer configured are dropped)."""
+        with self.session() as s:
+            s.execute(delete(CloudHealthRow).where(CloudHealthRow.cloud.not_in(list(health))))
+            for cloud, h in health.items():
+                s.merge(CloudHealthRow(cloud=cloud, status=h.status, since=_null(h.since), backoff_s=h.backoff_s,
+                                       until=_null(h.until), probe_sent=h.probe_sent, verdict=h.verdict,
+                                       probe_at=_null(h.probe_at)))
+
     # -- leak candidates ----------------------------------------------------------------------------
     def sight_unknown(self, cloud: str, seen: Iterable[str], *, now: float) -> dict[str, int]:
         """Record one pass's sightings of unknown tagged VMs on `cloud`; return each one's pass count.
@@ -289,6 +307,14 @@ class Store:
             rows = s.execute(select(VmRow.pool, VmRow.cloud, VmRow.state, func.count())
                              .where(VmRow.state != GONE).group_by(VmRow.pool, VmRow.cloud, VmRow.state))
             return {(p, c, st): n for p, c, st, n in rows}
+
+
+def _null(t: float) -> float | None:
+    return None if t == float("-inf") else t  # "never" is NULL: not every database takes -Infinity
+
+
+def _float(t: float | None) -> float:
+    return float("-inf") if t is None else t
 
 
 class _Abort(Exception):

@@ -241,3 +241,35 @@ def test_usage_log_feeds_the_report(tmp_path):
     write_outputs(w.events(), tmp_path / "out", title="live")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["requests"] == 1
+
+
+def test_a_restarted_vmm_keeps_a_clouds_backoff_and_its_length(tmp_path):
+    """The policy's view of the clouds is in the store: a new VMM process does not trust a failing
+    cloud again, and a failed probe after the restart backs off longer, not from the start."""
+    w = World(tmp_path, min_ready=3, options=VmmOptions(request_timeout_s=30, load_every_s=0))
+    w.clouds["a"].fail = True
+
+    def unreachable():
+        raise CloudError("a: unreachable")
+
+    w.clouds["a"].list_vms = unreachable
+    for t in range(8):  # failed calls, a pass after another, until "a" is backed off
+        w.tick(t)
+        if w.vmm.memory.clouds["a"].status == "backoff":
+            break
+    before = w.vmm.memory.clouds["a"]
+    assert before.status == "backoff"
+    assert w.store.cloud_health()["a"] == before
+
+    w.vmm = w.new_vmm()  # a crash and restart: a fresh process over the same store
+    w.tick(4)
+    assert w.vmm.memory.clouds["a"] == before  # still backed off, same until
+    assert all(r.cloud == "b" for r in w.store.vms())
+
+    # The backoff ends; the probe fails: the next backoff grows from the saved length.
+    w.tick(before.until - 1000.0 + 1)
+    assert w.vmm.memory.clouds["a"].status == "probing"
+    w.vmm = w.new_vmm()
+    w.tick(before.until - 1000.0 + 2)
+    after = w.vmm.memory.clouds["a"]
+    assert after.status == "backoff" and after.backoff_s > before.backoff_s
