@@ -35,6 +35,29 @@ def rank_clouds(pool: PoolConfig, config: Config, allowed: set[str],
                                          c.name))
 
 
+def rank_for_waiting(pool: PoolConfig, config: Config, allowed: set[str],
+                     locations: Iterable[tuple[str, float]] | None = None) -> list[CloudConfig]:
+    """The clouds `pool` may use among `allowed` for a VM a user is waiting for: fastest boot first,
+    then as `rank_clouds` (a waiting scientist's minutes are worth more than the price difference)."""
+    by_rank = {c.name: i for i, c in enumerate(rank_clouds(pool, config, allowed, locations))}
+    return sorted((c for c in config.clouds if c.name in by_rank), key=lambda c: (c.expected_boot_s, by_rank[c.name]))
+
+
+def place_urgent(pool: PoolConfig, count: int, config: Config, allowed: set[str], headroom: dict[str, int],
+                 locations: Iterable[tuple[str, float]] | None = None) -> list[str]:
+    """Pick a cloud for each of `count` launches users wait for: the fastest-booting cloud with quota
+    left; `headroom` is updated."""
+    out: list[str] = []
+    ranked = rank_for_waiting(pool, config, allowed, locations) if count > 0 else []
+    for _ in range(count):
+        pick = next((c for c in ranked if headroom.get(c.name, 0) > 0), None)
+        if pick is None:
+            break
+        headroom[pick.name] -= 1
+        out.append(pick.name)
+    return out
+
+
 def place_launches(pool: PoolConfig, count: int, config: Config, allowed: set[str],
                    headroom: dict[str, int], locations: Iterable[tuple[str, float]] | None = None
                    ) -> list[str]:

@@ -14,7 +14,7 @@ from core.allocation import assign_requests
 from core.config import Config
 from core.health import PROBING, CloudHealth, HealthChange, update_health, usable
 from core.maintenance import clouds_going_down, plan_maintenance
-from core.placement import place_launches
+from core.placement import place_launches, place_urgent
 from core.reclaim import select_reclaims
 from core.schedule import due_table
 from core.sizing import PoolNeed, size_pools
@@ -76,7 +76,11 @@ def decide(snapshot: Snapshot, config: Config, memory: PolicyMemory | None = Non
     for need in needs:
         pool = pools[need.pool]
         locs = locations.get(need.pool) if locations else None
-        for cloud in place_launches(pool, need.launch, config, healthy, headroom, locs):
+        # Users waiting now get the fastest boot; the rest of the deficit rebuilds the reserve by
+        # priority and cost.
+        for cloud in place_urgent(pool, need.urgent, config, healthy, headroom, locs):
+            actions.append(Launch(pool=need.pool, cloud=cloud, reason="waiting"))
+        for cloud in place_launches(pool, need.launch - need.urgent, config, healthy, headroom, locs):
             actions.append(Launch(pool=need.pool, cloud=cloud, reason="reserve"))
         actions += [Terminate(vm=v, reason="surplus") for v in need.surplus]
 

@@ -19,6 +19,7 @@ class PoolNeed:
     available: int  # ready VMs that count plus boots that should finish
     launch: int  # how many to launch (bounded by max_total)
     surplus: tuple[str, ...] = ()  # ready VMs beyond the target, oldest first
+    urgent: int = 0  # of `launch`, those users are waiting for now (nothing ready or booting for them)
 
 
 def size_pools(snapshot: Snapshot, config: Config, *, removed: set[str], assigned: set[str],
@@ -64,5 +65,6 @@ def size_pools(snapshot: Snapshot, config: Config, *, removed: set[str], assigne
         launch = min(max(0, target - have), room)
         extra = max(0, have - target)
         surplus = tuple(vid for _, vid in sorted(spare.get(pool.name, []))[:extra])
-        out.append(PoolNeed(pool.name, target, have, launch, surplus))
+        urgent = min(launch, max(0, waiting.get(pool.name, 0) - have))
+        out.append(PoolNeed(pool.name, target, have, launch, surplus, urgent))
     return out

@@ -61,7 +61,7 @@ def test_decide_never_assigns_a_vm_it_terminates():
     config = Config(pools=(PoolConfig("p", min_ready=0, max_ready_age_s=100.0),), clouds=(CloudConfig("c"),))
     snap = Snapshot(now=1000.0, vms=(vm("stale", "c", ready_at=0.0),), requests=(req("a", 900.0),))
     d = decide(snap, config)
-    assert d.actions == (Terminate("stale", "recycle"), Launch("p", "c"))
+    assert d.actions == (Terminate("stale", "recycle"), Launch("p", "c", reason="waiting"))
 
 
 def test_decide_assigns_on_a_cloud_in_maintenance_lead_only_as_a_last_resort():

@@ -53,7 +53,7 @@ ROWS = [
      Snapshot(NOW, tuple(vm(f"a{i}", "p", "pubA", VmState.ALLOCATED, last_input_at=NOW) for i in range(8))
               + (vm("q1", "q", "pubA", VmState.READY),),
               tuple(Request(f"r{i}", "p", f"u{i}", 900.0 + i) for i in range(5))),
-     [Launch("p", "own"), Launch("p", "own")]),
+     [Launch("p", "own", reason="waiting"), Launch("p", "own", reason="waiting")]),
     ("all quotas full: nothing launched",
      Snapshot(NOW, tuple(vm(f"o{i}", "q", "own", VmState.ALLOCATED, last_input_at=NOW) for i in range(3))
               + tuple(vm(f"a{i}", "q", "pubA", VmState.ALLOCATED, last_input_at=NOW) for i in range(10))
@@ -93,3 +93,25 @@ def test_launchable_clouds_follows_health_and_maintenance():
     assert d.memory.clouds["own"].status == BACKOFF
     assert launchable_clouds(CONFIG, d.memory, NOW) == {"pubA"}  # own backed off, pubB going down
     assert launchable_clouds(CONFIG, d.memory, NOW + 7200.0) == {"pubA", "pubB"}
+
+
+FAST = Config(pools=(PoolConfig("p", min_ready=2, max_total=10),),
+              clouds=(CloudConfig("slow", priority=0, quota=10, expected_boot_s=300.0),
+                      CloudConfig("fast", priority=1, cost_per_vm_hour=1.0, quota=10, expected_boot_s=60.0),
+                      CloudConfig("full", priority=1, quota=0, expected_boot_s=10.0)))
+
+
+@pytest.mark.parametrize("case, snapshot, expected", [
+    ("no one waits: the reserve goes to the preferred cloud",
+     Snapshot(NOW, ()), [Launch("p", "slow"), Launch("p", "slow")]),
+    ("two users wait with nothing ready or booting: their VMs boot on the fastest cloud with quota left,"
+     " the reserve on the preferred one",
+     Snapshot(NOW, (), (Request("r1", "p", "u1", 990.0), Request("r2", "p", "u2", 995.0))),
+     [Launch("p", "fast", reason="waiting"), Launch("p", "fast", reason="waiting"), Launch("p", "slow"),
+      Launch("p", "slow")]),
+    ("a user waits but a VM is already booting for them: no urgent launch",
+     Snapshot(NOW, (vm("b1", "p", "slow", VmState.BOOTING, t=990.0),), (Request("r1", "p", "u1", 990.0),)),
+     [Launch("p", "slow"), Launch("p", "slow")]),
+], ids=lambda x: x if isinstance(x, str) else "")
+def test_users_waiting_get_the_fastest_boot(case, snapshot, expected):
+    assert list(decide(snapshot, FAST).actions) == expected, case

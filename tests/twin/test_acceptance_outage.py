@@ -1,5 +1,6 @@
 """Acceptance (issue 2), cloud-outage.yaml: launches leave the failed cloud within one controller
-period of its first failures, and the p95 wait stays below the surviving clouds' boot time."""
+period of its first failures, and the p95 wait stays below the surviving clouds' boot time (each
+one's: below the fastest survivor's, over several seeds)."""
 from __future__ import annotations
 
 import pytest
@@ -55,13 +56,20 @@ def test_launches_leave_the_failed_cloud_within_one_period(run):
     assert elsewhere and cloud not in elsewhere
 
 
-def test_p95_wait_stays_below_the_surviving_clouds_boot_time(run):
+@pytest.mark.parametrize("seed", [None, 3, 9, 12])
+def test_p95_wait_stays_below_every_surviving_clouds_boot_time(run, seed):
+    """Below the fastest survivor's boot: users left waiting by the loss get VMs on the fastest cloud."""
     sc, events = run
+    if seed is not None:
+        sc = load_scenario(SCENARIO_DIR / "cloud-outage.yaml", overrides=[("seed", seed)])
+        events = simulate(sc)
     cloud, start, end = _outage(sc, events)
-    took_over = {e.cloud for e in events if e.kind == ev.LAUNCH and start <= e.t < end}
-    boot = min(c.boot_median_s for c in sc.clouds if c.name in took_over)
+    fastest = min(c.boot_median_s for c in sc.clouds if c.name != cloud)
     wait = compute_metrics(events)["wait_s"]
-    assert wait["p95"] < boot, (wait, boot)
+    assert wait["p95"] < fastest, (wait, fastest)
+    urgent = {e.cloud for e in events if e.kind == ev.LAUNCH and e.details["reason"] == "waiting"
+              and start <= e.t < end}
+    assert urgent == {min((c for c in sc.clouds if c.name != cloud), key=lambda c: c.boot_median_s).name}
 
 
 def test_users_not_hit_by_the_loss_wait_less_than_any_surviving_boot(run):
