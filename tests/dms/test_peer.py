@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import ssl
-import threading
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from handshake import handshake
 
 from dms import peer, pki, tls
 
@@ -208,32 +207,7 @@ def test_a_crl_from_another_ca_is_a_configuration_error(own_ca, tmp_path, servic
 
 
 def _handshake(server_ctx, client_ctx):
-    """One TLS handshake on loopback: (the DER the server saw or its exception, the client's exception or None)."""
-    lsock = socket.create_server(("127.0.0.1", 0))
-    result = {}
-
-    def serve():
-        conn, _ = lsock.accept()
-        try:
-            with server_ctx.wrap_socket(conn, server_side=True) as s:
-                result["der"] = peer.peer_certificate(s)
-                s.sendall(b"ok")
-        except (ssl.SSLError, OSError) as e:
-            result["der"] = e
-
-    t = threading.Thread(target=serve)
-    t.start()
-    err = None
-    try:
-        with socket.create_connection(lsock.getsockname()) as raw, \
-                client_ctx.wrap_socket(raw, server_hostname="localhost") as c:
-            if c.recv(2) != b"ok":
-                err = ConnectionError("no data")
-    except (ssl.SSLError, OSError) as e:
-        err = e
-    t.join(10)
-    lsock.close()
-    return result.get("der"), err
+    return handshake(server_ctx, client_ctx, peer.peer_certificate)
 
 
 def _der(issued) -> bytes:

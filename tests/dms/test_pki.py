@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import ssl
 import stat
-import threading
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from handshake import handshake
 
 from cli import main as cli_main
 from dms import pki, tls
@@ -105,32 +104,7 @@ def test_cli_pki_commands(tmp_path, capsys, monkeypatch):
 
 
 def _handshake(server_ctx, client_ctx):
-    """One TLS handshake over loopback; returns (server peer CN or exception, client exception or None)."""
-    lsock = socket.create_server(("127.0.0.1", 0))
-    result = {}
-
-    def serve():
-        conn, _ = lsock.accept()
-        try:
-            with server_ctx.wrap_socket(conn, server_side=True) as s:
-                result["cn"] = tls.peer_common_name(s)
-                s.sendall(b"ok")
-        except (ssl.SSLError, OSError) as e:
-            result["cn"] = e
-
-    t = threading.Thread(target=serve)
-    t.start()
-    err = None
-    try:
-        with socket.create_connection(lsock.getsockname()) as raw, \
-                client_ctx.wrap_socket(raw, server_hostname="localhost") as c:
-            if c.recv(2) != b"ok":
-                err = ConnectionError("no data")
-    except (ssl.SSLError, OSError) as e:
-        err = e
-    t.join(5)
-    lsock.close()
-    return result.get("cn"), err
+    return handshake(server_ctx, client_ctx, tls.peer_common_name)
 
 
 def test_tls_accepts_valid_client_and_rejects_bad_ones(server_tls, client_ctx, user_cert, expired_cert,
