@@ -38,6 +38,32 @@ def test_migrations_create_the_schema_and_rerun_as_a_no_op(tmp_path):
     s.close()
 
 
+def test_a_store_of_an_older_revision_is_upgraded_keeping_its_rows(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from core.health import BACKOFF, CloudHealth
+    from live.store.db import MIGRATIONS, make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")  # a database as the first release left it
+    engine.dispose()
+    s = open_store(url, migrate_schema=False)
+    vm = ready_vm(s)
+    s.close()
+    s = open_store(url)
+    assert s.vm(vm).state == "ready"
+    saved = {"c": CloudHealth(BACKOFF, 10.0, 300.0, 310.0, False, "failing")}
+    s.save_cloud_health(saved)
+    assert s.cloud_health() == saved
+    s.close()
+
+
 def test_the_head_constant_is_alembics_head():
     from alembic.config import Config
     from alembic.script import ScriptDirectory
