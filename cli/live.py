@@ -123,12 +123,24 @@ def serve(args) -> int:
                     return 1
             if args.once or (args.duration is not None and time.time() - start >= args.duration):
                 break
-            time.sleep(max(0.0, settings.period_s - (time.time() - now)))
+            _wait(vmm.store, now + settings.period_s, stop, early=state.get("leading", False))
     finally:
         leader.release()
         vmm.log.close()
         vmm.store.close()
     return 0
+
+
+REQUEST_POLL_S = 0.25  # how often a leading VMM looks for new requests between its periodic passes
+
+
+def _wait(store, until: float, stop: list, *, early: bool) -> None:
+    """Sleep until the next periodic pass, or (`early`: this instance leads) until a user asks for a VM:
+    a request is served by a pass at once, not up to a period later, as the twin's controller does."""
+    while not stop and (left := until - time.time()) > 0:
+        time.sleep(min(REQUEST_POLL_S, left) if early else left)
+        if early and store.has_new_requests():
+            return
 
 
 def _step(args, vmm, world, demand, leader, now: float, start: float, state: dict) -> bool:

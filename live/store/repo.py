@@ -169,6 +169,12 @@ class Store:
                 q = q.where(RequestRow.state == state)
             return list(s.scalars(q.order_by(RequestRow.requested_at, RequestRow.id)))
 
+    def has_new_requests(self) -> bool:
+        """Whether a pending request arrived that no pass has seen yet (one cheap query)."""
+        with self.session() as s:
+            return s.scalar(select(RequestRow.id).where(RequestRow.state == PENDING, RequestRow.announced.is_(False))
+                            .limit(1)) is not None
+
     def mark_announced(self, request_ids: list[str]) -> None:
         if request_ids:
             with self.session() as s:

@@ -100,3 +100,31 @@ def test_a_second_instance_on_one_sqlite_store_stands_by(tmp_path):
     finally:
         held.release()
     assert run(["serve", "--config", str(cfg), "--once"], tmp_path).returncode == 0
+
+
+def test_a_new_request_wakes_the_leading_vmm_before_its_next_periodic_pass(tmp_path):
+    """A user's request is seen by a pass at once (as the twin's controller passes on a request), not up
+    to `period_s` later: the serving loop looks for new requests between its periodic passes."""
+    import time
+
+    from live.store import open_store
+
+    cfg = tmp_path / "vmm.yaml"
+    cfg.write_text("store: sqlite:///live.db\nlog_dir: logs\nperiod_s: 600\n"
+                   "pools:\n  - {name: a, min_ready: 1}\n")
+    env = dict(os.environ, DAAAS_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--config", str(cfg), "--duration", "300"],
+                         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = p.stdout.readline()  # the banner, then one line per pass
+        assert "daaas serve" in first, first + p.stderr.read()
+        assert "listed[" in p.stdout.readline()  # the first periodic pass is done; the next is 600 s away
+        store = open_store(f"sqlite:///{tmp_path / 'live.db'}")
+        rid = store.create_request(pool="a", user="alice", now=time.time())
+        assert "listed[" in p.stdout.readline()  # a pass, long before the periodic one
+        (row,) = [r for r in store.requests() if r.id == rid]
+        assert row.announced
+        store.close()
+    finally:
+        p.terminate()
+        p.wait(30)
