@@ -4,7 +4,8 @@
 
 - exactly one of `Source` (pull) or `Destination` (push) is required (both or neither: 400; push: 501);
 - `X-Number-Of-Streams: N` (1..max_streams) parallel Range GETs, one worker thread and one TLS
-  connection each; `TransferHeader<Name>: v` is sent to the source as `<Name>: v`;
+  connection each (kept alive in `DmtsServer.pool` for the next HEAD or GET to the same source);
+  `TransferHeader<Name>: v` is sent to the source as `<Name>: v`;
   `Overwrite: F` refuses an existing destination (412); `Credential:` is accepted and ignored (the
   DMTS presents its own service certificate, `client_tls`);
 - optional `X-Daaas-Checksum: <algo>:<hex>` (what the manifest says), `X-Daaas-Mode: 0644`,
@@ -14,8 +15,9 @@
   `marker_interval` s) and a final `success: Created` or `failure: <reason>` line.
 
 The body is written with `os.pwrite` into `.<name>.daaas-part` (preallocated) beside the
-destination; completed ranges with their adler32 go to `.<name>.daaas-journal` (data fdatasync'd
-before each journal fsync). After all ranges arrive, the checksum (per-range adler32 combined, or a
+destination; completed ranges with their adler32 go to `.<name>.daaas-journal`, flushed in the
+background about every second (data fdatasync'd before each journal fsync; a transfer that ends before
+its first flush never writes a journal). After all ranges arrive, the checksum (per-range adler32 combined, or a
 re-read for md5/sha-256) is compared with the client's and the source's RFC 3230 `Digest`; only a
 verified file is renamed to its final name. Network faults are retried per stream from the last
 byte written; a transfer that still fails keeps the part file and journal so that the next COPY of
@@ -42,12 +44,12 @@ import threading
 import time
 import urllib.parse
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from dms import checksum as ck
+from dms.client import STALE_ERRORS, ConnectionPool
 from dms.paths import PathError, resolve_under
 from dms.source import DmsHTTPServer, FileHandler
 from dms.tls import TlsConfig
@@ -107,22 +109,26 @@ class Journal:
             self.pieces = []
             return False
 
-    def open(self, fresh: bool, data_fd: int) -> None:
-        """Open the journal and start flushing it every `interval` s in the background.
+    def open(self, fresh: bool, data_fd: int, *, background: bool = True) -> None:
+        """Get ready to record pieces; with `background`, flush them every `interval` s in a thread.
 
         The flush (fdatasync of the data, then the journal's fsync) runs in its own thread so that the
-        streams never wait for the disk to catch up.
+        streams never wait for the disk to catch up. A fresh journal is created by its first flush
+        (header and pieces in one fsync), so a small file that arrives within a second never has one;
+        an older journal is removed first, since its pieces do not describe the new part file.
         """
-        if fresh:
-            self.pieces = []
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else os.O_APPEND)
-        self._fd = os.open(self.path, flags, 0o600)
         self._data_fd = data_fd
         if fresh:
-            os.write(self._fd, (json.dumps(self.header) + "\n").encode())
-            os.fsync(self._fd)
-        self._flusher = threading.Thread(target=self._flush_loop, name="dmts-journal", daemon=True)
-        self._flusher.start()
+            self.pieces = []
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        else:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        if background:
+            self._flusher = threading.Thread(target=self._flush_loop, name="dmts-journal", daemon=True)
+            self._flusher.start()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -141,12 +147,16 @@ class Journal:
         with self._io_lock:
             with self._lock:
                 pending, self._pending = self._pending, []
-            if not pending or self._fd is None or self._data_fd is None:
+            if not pending or self._data_fd is None:
                 return
             # Every pending piece was written before it was added: sync the data first, so that the
             # journal never claims bytes the disk lacks.
             os.fdatasync(self._data_fd)
-            os.write(self._fd, "".join(f"{s} {e} {a:08x}\n" for s, e, a in pending).encode())
+            text = "".join(f"{s} {e} {a:08x}\n" for s, e, a in pending)
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                text = json.dumps(self.header) + "\n" + text
+            os.write(self._fd, text.encode())
             os.fsync(self._fd)
 
     def close(self) -> None:
@@ -250,6 +260,7 @@ class Transfer:
         self.req = req
         self.state = state
         self.cancelled = threading.Event()
+        self.stop = threading.Event()  # tells the streams to end: set on cancel and on a failed stream
         self.cancel_reason = ""
         url = urllib.parse.urlsplit(req.source)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -257,38 +268,51 @@ class Transfer:
         self.url = url
         self.path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         self.part, self.journal_path = part_paths(req.final)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        self.pool_key = ConnectionPool.key(url.scheme, url.hostname, port, server.source_tls())
 
     def cancel(self, reason: str) -> None:
         self.cancel_reason = reason
         self.cancelled.set()
+        self.stop.set()
 
     # -- connections -----------------------------------------------------------------------------
-    def connect(self) -> http.client.HTTPConnection:
-        port = self.url.port or (443 if self.url.scheme == "https" else 80)
-        timeout = self.server.io_timeout
-        if self.url.scheme == "https":
-            ctx = self.server.client_tls or ssl.create_default_context()
-            return http.client.HTTPSConnection(self.url.hostname, port, context=ctx, timeout=timeout)
-        return http.client.HTTPConnection(self.url.hostname, port, timeout=timeout)
+    def connect(self, timeout: float | None = None) -> tuple[http.client.HTTPConnection, bool]:
+        """(connection, reused): a kept-alive connection to the source from the server's pool, or a new one."""
+        return self.server.pool.get(self.pool_key, timeout or self.server.io_timeout)
+
+    def release(self, conn: http.client.HTTPConnection) -> None:
+        """Give back a connection whose last response was read to its end."""
+        self.server.pool.put(self.pool_key, conn)
 
     def head(self, want: str | None, *, timeout: float | None = None) -> http.client.HTTPResponse:
         headers = dict(self.req.forward)
         if want:
             headers["Want-Digest"] = want
-        conn = self.connect()
-        if timeout is not None:
-            conn.timeout = timeout  # a Digest of a large file takes the source a while to compute
+        # A Digest of a large file takes the source a while to compute: `timeout` allows for it.
+        conn, reused = self.connect(timeout)
         try:
-            conn.request("HEAD", self.path, headers=headers)
-            resp = conn.getresponse()
-            resp.read()
+            while True:
+                try:
+                    conn.request("HEAD", self.path, headers=headers)
+                    resp = conn.getresponse()
+                    resp.read()
+                    break
+                except STALE_ERRORS:
+                    conn.close()
+                    if not reused:
+                        raise
+                    conn, reused = self.connect(timeout)  # the source had closed the idle connection
+            self.release(conn)
+            conn = None
             return resp
         except ssl.SSLError as e:
             raise TransferFailed(f"TLS with the source {self.url.netloc} failed: {e}") from None
         except (OSError, http.client.HTTPException) as e:
             raise TransferFailed(f"source {self.url.netloc} unreachable: {e}", keep=True) from None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     # -- the transfer ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -337,7 +361,7 @@ class Transfer:
         ok = False
         keep = False
         try:
-            journal.open(fresh=not resumable, data_fd=fd)
+            journal.open(fresh=not resumable, data_fd=fd, background=size > PIECE)
             if size and not resumable:
                 try:
                     os.posix_fallocate(fd, 0, size)
@@ -397,7 +421,7 @@ class Transfer:
         chunks = [(a, min(e, a + chunk)) for s, e in todo for a in range(s, e, chunk)]
         queue = ChunkQueue(chunks, streams)
         errors: list[TransferFailed] = []
-        stop = threading.Event()
+        stop = self.stop  # `cancel()` sets it too, so the streams end without anyone polling
         self.state.stream_bytes = [0] * streams
 
         def worker(i: int) -> None:
@@ -415,9 +439,6 @@ class Transfer:
                    for i in range(streams)]
         for t in threads:
             t.start()
-        while any(t.is_alive() for t in threads):
-            if self.cancelled.wait(0.1):
-                stop.set()
         for t in threads:
             t.join()
         if self.cancelled.is_set():
@@ -431,8 +452,11 @@ class Transfer:
     def stream(self, i: int, fd: int, size: int, queue: ChunkQueue, journal: Journal, stop: threading.Event) -> None:
         buf = bytearray(READ_BLOCK)
         mv = memoryview(buf)
-        conn = None
+        conn, reused = None, False
+        idle = True  # False while a response body is being read: the connection is then not reusable
         forward = dict(self.req.forward)
+        adler32 = ck.adler32
+        counts = self.state.stream_bytes
         try:
             while not stop.is_set():
                 got = queue.take(i)
@@ -442,11 +466,14 @@ class Transfer:
                 off, failures = start, 0
                 while off < end and not stop.is_set():
                     piece_start, adler = off, 1
+                    answered = False
                     try:
                         if conn is None:
-                            conn = self.connect()
+                            conn, reused = self.connect()
+                        idle = False
                         conn.request("GET", self.path, headers={**forward, "Range": f"bytes={off}-{end - 1}"})
                         resp = conn.getresponse()
+                        answered = True
                         if resp.status != 206 and not (resp.status == 200 and off == 0 and end == size):
                             resp.read(65536)
                             if 400 <= resp.status < 500:
@@ -460,12 +487,14 @@ class Transfer:
                             if not n:
                                 raise ConnectionError(f"source closed the connection at byte {off}")
                             _pwrite_all(fd, mv[:n], off, self.req.final)
-                            adler = zlib.adler32(mv[:n], adler)
+                            adler = adler32(mv[:n], adler)
                             off += n
-                            self.state.stream_bytes[i] += n
+                            counts[i] += n
                             if off - piece_start >= PIECE or off == end:
                                 journal.add(piece_start, off, adler)
                                 piece_start, adler = off, 1
+                        idle = resp.isclosed()  # read to its end: the next range can go on this connection
+                        reused = True
                         failures = 0
                     except ssl.SSLCertVerificationError as e:
                         raise TransferFailed(f"stream {i}: the source's certificate was rejected: "
@@ -476,6 +505,8 @@ class Transfer:
                         if conn is not None:
                             conn.close()
                             conn = None
+                        if reused and not answered and isinstance(e, STALE_ERRORS):
+                            continue  # the source had closed the kept-alive connection: not a failure
                         failures += 1
                         if failures > self.server.retries:
                             raise TransferFailed(f"stream {i}: {e} (gave up after {self.server.retries} retries)",
@@ -485,7 +516,10 @@ class Transfer:
                             return
         finally:
             if conn is not None:
-                conn.close()
+                if idle:
+                    self.release(conn)
+                else:
+                    conn.close()
 
     def verify(self, fd: int, size: int, journal: Journal, digest_box: dict) -> None:
         expected: dict[str, tuple[str, str]] = {}  # algo -> (hex, who said so)
@@ -572,8 +606,23 @@ class DmtsServer(DmsHTTPServer):
         self.max_kept_statuses = 10000
         self.fsync_on_complete = True
         self.transfers: dict[str, TransferState] = {}
+        # Kept-alive connections to sources (HEADs and range GETs of one file and of the next ones).
+        self.pool = ConnectionPool(max_idle_per_key=max(32, 2 * max_streams))
+        self._default_tls: ssl.SSLContext | None = None
         self._active: dict[Path, Transfer] = {}
         self._active_lock = threading.Lock()
+
+    def source_tls(self) -> ssl.SSLContext:
+        """The context for HTTPS sources: `client_tls`, else one default context (loading CAs is slow)."""
+        if self.client_tls is not None:
+            return self.client_tls
+        if self._default_tls is None:
+            self._default_tls = ssl.create_default_context()
+        return self._default_tls
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.pool.close()
 
     def transfer_status(self, transfer_id: str | None = None):
         """One transfer's snapshot dict, or all of them (newest last) when no id is given."""

@@ -176,6 +176,8 @@ class Orchestrator:
         self._copies: dict[str, set[client.TpcCopy]] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._saved: dict[str, float] = {}
+        # Kept-alive connections to the DMTSs: a COPY per small file would otherwise cost a TLS handshake.
+        self.pool = client.ConnectionPool()
         for t in store.load_all():
             if t.state not in FINAL_STATES:
                 t.state, t.error, t.finished = TransferState.FAILED, "interrupted: the DMS API stopped", time.time()
@@ -284,6 +286,7 @@ class Orchestrator:
             self.cancel(transfer_id=tid)
         for th in list(self._threads.values()):
             th.join(timeout)
+        self.pool.close()
 
     def _run(self, t: Transfer, checksums: dict[str, str | None]) -> None:
         cancel = self._cancel[t.id]
@@ -338,7 +341,7 @@ class Orchestrator:
         job = client.TpcCopy(client.join_url(req.source, f.path), client.join_url(req.destination, f.path),
                              streams=streams_for(f.size, req.streams), tls=self.tls,
                              checksum=checksum if req.verify_checksum else None,
-                             on_progress=progress, timeout=self.copy_timeout)
+                             on_progress=progress, timeout=self.copy_timeout, pool=self.pool)
         with self._lock:
             self._copies[t.id].add(job)
         f.state, f.started = "running", time.time()
