@@ -280,7 +280,7 @@ def api_transfer(api_url: str, sess: requests.Session, body: dict) -> tuple[floa
         st = sess.get(f"{api_url}/transfers/{tid}?files=0", timeout=30).json()
         if st["state"] in ("done", "failed", "cancelled"):
             break
-        time.sleep(0.05)
+        time.sleep(0.1)  # each poll costs the API (and this process) CPU that the transfer could use
     elapsed = time.time() - t0
     st = sess.get(f"{api_url}/transfers/{tid}", timeout=30).json()
     if st["state"] != "done":
