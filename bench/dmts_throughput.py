@@ -408,6 +408,9 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=None, help="repetitions for loopback/plain (median)")
     ap.add_argument("--parallel-files", type=int, default=8, help="files at once in the DMS API transfers")
     ap.add_argument("--streams", type=int, default=4, help="streams per file in the DMS API transfers")
+    ap.add_argument("--n-small", type=int, default=None, help="small files in the dataset (default 1000; quick 100)")
+    ap.add_argument("--big-mib", type=int, default=None, help="size of each of the 4 large dataset files in MiB "
+                    "(default 512; quick 32)")
     ap.add_argument("--workdir", type=Path, default=None, help="where files go (default: a temporary directory)")
     a = ap.parse_args()
     only = {s.strip() for s in a.only.split(",") if s.strip()}
@@ -427,7 +430,9 @@ def main() -> int:
         if "wan" in only:
             bench_wan(work, pki_dir, (64 if a.quick else 512) * MiB, 4 if a.quick else 10)
         if only & {"dataset", "order"}:
-            bench_dataset(work, pki_dir, certs, 100 if a.quick else 1000, (32 if a.quick else 512) * MiB,
+            n_small = a.n_small if a.n_small is not None else (100 if a.quick else 1000)
+            big = a.big_mib if a.big_mib is not None else (32 if a.quick else 512)
+            bench_dataset(work, pki_dir, certs, n_small, big * MiB,
                           a.parallel_files, a.streams, only)
         if "plain" in only:
             bench_plain(work, pki_dir, (256 if a.quick else 2048) * MiB, reps)

@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+import queue
 import select
 import ssl
 import stat
@@ -63,6 +64,51 @@ MAX_CHUNK = 256 * 1024 * 1024
 MIN_CHUNK = 256 * 1024
 PART_SUFFIX = ".daaas-part"
 JOURNAL_SUFFIX = ".daaas-journal"
+
+
+class ThreadCache:
+    """Runs callables on reused threads, each kept `idle_seconds` after its last job.
+
+    Starting a thread costs about a millisecond on a busy VM, as much as the rest of a small file's
+    copy; a transfer's worker and its streams therefore come from here.
+    """
+
+    def __init__(self, idle_seconds: float = 60.0):
+        self.idle_seconds = idle_seconds
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for a job that no submit() has counted on yet
+
+    def submit(self, fn, *args) -> threading.Event:
+        """Run fn(*args) on an idle thread (or a new one); the returned event is set when it has returned."""
+        done = threading.Event()
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._jobs.put((fn, args, done))
+        if spawn:
+            threading.Thread(target=self._loop, name="dmts-worker", daemon=True).start()
+        return done
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                fn, args, done = self._jobs.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # nobody counts on this thread: let it go
+                        self._idle -= 1
+                        return
+                continue  # a submit() counted on this thread: its job is on the way
+            try:
+                fn(*args)
+            except BaseException:  # the callables handle their errors; this only keeps the thread alive
+                log.exception("worker job %r", fn)
+            finally:
+                done.set()
+                with self._lock:
+                    self._idle += 1
 
 
 class TransferFailed(Exception):
@@ -353,15 +399,14 @@ class Transfer:
             except (TransferFailed, ck.ChecksumError) as e:
                 digest_box["error"] = str(e)
 
-        digest_thread = None
+        digest_done: threading.Event | None = None
         if early:
             try:
                 digest_box["value"] = ck.parse_digest(resp.getheader("Digest") or "")
             except ck.ChecksumError as e:
                 digest_box["error"] = str(e)
         else:
-            digest_thread = threading.Thread(target=fetch_digest, daemon=True)
-            digest_thread.start()
+            digest_done = self.server.threads.submit(fetch_digest)
 
         journal = Journal(self.journal_path, {"source": req.source, "size": size, "etag": etag})
         resumable = self.part.exists() and journal.load()
@@ -383,8 +428,8 @@ class Transfer:
                     os.ftruncate(fd, size)  # a file system without fallocate
             self.state.resumed_bytes = sum(e - s for s, e, _ in journal.pieces)
             self.pull(fd, size, journal)
-            while digest_thread is not None and digest_thread.is_alive() and not self.cancelled.is_set():
-                digest_thread.join(0.2)
+            while digest_done is not None and not digest_done.wait(0.2) and not self.cancelled.is_set():
+                pass
             if self.cancelled.is_set():
                 raise TransferFailed(self.cancel_reason or "cancelled")
             if "error" in digest_box:
@@ -449,12 +494,8 @@ class Transfer:
         if streams == 1:
             worker(0)  # in this thread: one thread start less per (small) file
         else:
-            threads = [threading.Thread(target=worker, args=(i,), name=f"dmts-stream-{i}", daemon=True)
-                       for i in range(streams)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            for done in [self.server.threads.submit(worker, i) for i in range(streams)]:
+                done.wait()
         if self.cancelled.is_set():
             raise TransferFailed(self.cancel_reason or "cancelled")
         if errors:
@@ -623,6 +664,7 @@ class DmtsServer(DmsHTTPServer):
         # Kept-alive connections to sources (HEADs and range GETs of one file and of the next ones).
         self.pool = ConnectionPool(max_idle_per_key=max(32, 2 * max_streams))
         self._default_tls: ssl.SSLContext | None = None
+        self.threads = ThreadCache()  # transfers' workers, digests and streams
         self._active: dict[Path, Transfer] = {}
         self._active_lock = threading.Lock()
 
@@ -848,9 +890,10 @@ class DmtsHandler(FileHandler):
             self.send_text(412, f"{path}: exists and Overwrite is F")
             return
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            # mkdir followed the real path, but a racing symlink could still move it: check again.
-            resolve_under(self.server.root, path)
+            if not final.parent.is_dir():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                # mkdir followed the real path, but a racing symlink could still move it: check again.
+                resolve_under(self.server.root, path)
         except (OSError, PathError) as e:
             self.send_text(409, f"{path}: cannot create its directory: {e}")
             return
@@ -945,31 +988,29 @@ class DmtsHandler(FileHandler):
             finally:
                 state.finished = time.time()
 
-        worker = threading.Thread(target=work, name=f"dmts-{state.id[:8]}", daemon=True)
         self.send_response(202)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("X-Daaas-Transfer-Id", state.id)
         self.end_headers()
-        worker.start()
+        done = self.server.threads.submit(work)
         last = time.monotonic()
         try:
-            while worker.is_alive():
-                worker.join(0.2)
-                if not worker.is_alive():
+            while not done.is_set():
+                if done.wait(0.2):
                     break
                 if self.client_gone():
                     raise ConnectionError("client disconnected")
                 if time.monotonic() - last >= self.server.marker_interval:
                     self.write_chunk(self.marker(state))
                     last = time.monotonic()
-            self.write_chunk(self.marker(state))
             line = "success: Created\n" if "error" not in result else f"failure: {result['error']}\n"
-            self.write_chunk(line)
-            self.wfile.write(b"0\r\n\r\n")
+            last_chunk = (self.marker(state) + line).encode()
+            # The last marker, the final line and the end of the body in one write (one TLS record).
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(last_chunk), last_chunk))
         except OSError:
             transfer.cancel("the client disconnected")
-            worker.join()
+            done.wait()
             self.close_connection = True
             log.info("transfer %s cancelled: client disconnected", state.id)
 
