@@ -473,7 +473,9 @@ class Transfer:
         if not todo:
             return
         streams = self.req.streams
-        chunk = min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(sum(e - s for s, e in todo) / streams)))
+        # Two chunks per stream: a stream that finishes its share early takes the other's second chunk,
+        # so a slow stream does not hold the file back; one more range request per stream is cheap.
+        chunk = min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(sum(e - s for s, e in todo) / (2 * streams))))
         chunks = [(a, min(e, a + chunk)) for s, e in todo for a in range(s, e, chunk)]
         queue = ChunkQueue(chunks, streams)
         errors: list[TransferFailed] = []
