@@ -59,6 +59,7 @@ log = logging.getLogger("dms.dmts")
 # Bytes read from the socket per pwrite. A read that a cut interrupts loses what it had gathered, so
 # this is also what a retry may fetch again; 256 KiB keeps that small at a negligible cost in calls.
 READ_BLOCK = 256 * 1024
+FIRST_GET = 1024 * 1024  # the first request fetches this much: a small file in one request
 PIECE = 16 * 1024 * 1024  # journal granularity: at most this much is fetched again after a crash
 MAX_CHUNK = 256 * 1024 * 1024
 MIN_CHUNK = 256 * 1024
@@ -307,6 +308,7 @@ class Transfer:
         self.state = state
         self.cancelled = threading.Event()
         self.stop = threading.Event()  # tells the streams to end: set on cancel and on a failed stream
+        self.first_bytes = 0  # what the first GET brought (counted as stream 0's)
         self.cancel_reason = ""
         url = urllib.parse.urlsplit(req.source)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -369,13 +371,20 @@ class Transfer:
         # which saves a request per file. Otherwise it may take the source a while (it reads the
         # whole file), so it is asked for in a second HEAD beside the data.
         early = req.expected is not None
-        resp = self.head(want if early else None, timeout=self.server.digest_timeout if early else None)
-        if resp.status != 200:
-            raise TransferFailed(f"source answered HEAD with {resp.status} {resp.reason}")
-        try:
-            size = int(resp.getheader("Content-Length", ""))
-        except ValueError:
-            raise TransferFailed("source gave no Content-Length for the file") from None
+        # With nothing to resume, the first request is a GET of the first FIRST_GET bytes: its answer
+        # has what a HEAD would say (size in Content-Range, ETag, mode, mtime, Digest) and a small
+        # file whole, so most files cost one request. A source that answers it otherwise gets a HEAD.
+        first = None if self.part.exists() else self.first_get(want if early else None)
+        if first is not None:
+            resp, size = first[1], first[2]
+        else:
+            resp = self.head(want if early else None, timeout=self.server.digest_timeout if early else None)
+            if resp.status != 200:
+                raise TransferFailed(f"source answered HEAD with {resp.status} {resp.reason}")
+            try:
+                size = int(resp.getheader("Content-Length", ""))
+            except ValueError:
+                raise TransferFailed("source gave no Content-Length for the file") from None
         self.state.size = size
         etag = resp.getheader("ETag") or resp.getheader("Last-Modified") or ""
         mode, mtime, owner = req.mode, req.mtime, req.owner
@@ -409,16 +418,18 @@ class Transfer:
             digest_done = self.server.threads.submit(fetch_digest)
 
         journal = Journal(self.journal_path, {"source": req.source, "size": size, "etag": etag})
-        resumable = self.part.exists() and journal.load()
+        resumable = first is None and self.part.exists() and journal.load()
         try:
             fd = os.open(self.part, os.O_RDWR | os.O_CREAT | (0 if resumable else os.O_TRUNC), 0o600)
         except OSError as e:
+            if first is not None:
+                first[0].close()
             raise TransferFailed(f"cannot create {self.part.name} in {self.part.parent}: {e.strerror}") from None
         ok = False
         keep = False
         try:
             journal.open(fresh=not resumable, data_fd=fd, background=size > PIECE)
-            if size and not resumable:
+            if size > FIRST_GET and not resumable:
                 try:
                     os.posix_fallocate(fd, 0, size)
                 except OSError as e:
@@ -427,6 +438,9 @@ class Transfer:
                                              ) from None
                     os.ftruncate(fd, size)  # a file system without fallocate
             self.state.resumed_bytes = sum(e - s for s, e, _ in journal.pieces)
+            if first is not None:
+                conn, first = first[0], None
+                self.receive_first(conn, resp, fd, journal)
             self.pull(fd, size, journal)
             while digest_done is not None and not digest_done.wait(0.2) and not self.cancelled.is_set():
                 pass
@@ -449,6 +463,8 @@ class Transfer:
             keep = e.keep and not self.cancelled.is_set()
             raise
         finally:
+            if first is not None:  # failed before its body was read
+                first[0].close()
             journal.close()  # stops the background flusher before the data fd goes away
             if keep:
                 try:
@@ -468,11 +484,73 @@ class Transfer:
                 _unlink(self.part)
                 _unlink(self.journal_path)
 
+    def first_get(self, want: str | None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, int] | None:
+        """(connection, response, file size) of `GET Range: bytes=0-<FIRST_GET-1>`; None: ask with a HEAD.
+
+        Only a 206 with a `Content-Range: bytes 0-<n>/<size>` is used; anything else (an empty file,
+        a source without ranges, an error) is left to the HEAD, which reports it as before.
+        """
+        headers = {**dict(self.req.forward), "Range": f"bytes=0-{FIRST_GET - 1}"}
+        if want:
+            headers["Want-Digest"] = want
+        conn, reused = self.connect(self.server.digest_timeout if want else None)
+        try:
+            while True:
+                try:
+                    conn.request("GET", self.path, headers=headers)
+                    resp = conn.getresponse()
+                    break
+                except STALE_ERRORS:
+                    conn.close()
+                    if not reused:
+                        raise
+                    conn, reused = self.connect(self.server.digest_timeout if want else None)
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return None  # the HEAD tries again and says what is wrong
+        unit, _, rest = (resp.getheader("Content-Range") or "").partition(" ")
+        span, _, total = rest.partition("/")
+        first, _, last = span.partition("-")
+        length = resp.getheader("Content-Length") or ""
+        if (resp.status != 206 or unit != "bytes" or first != "0" or not last.isdigit() or not total.isdigit()
+                or length != str(int(last) + 1) or int(last) >= int(total)):
+            conn.close()  # not read to its end: not reusable
+            return None
+        if want:
+            conn.sock.settimeout(self.server.io_timeout)  # the Digest is in: back to the data's timeout
+        return conn, resp, int(total)
+
+    def receive_first(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, fd: int,
+                      journal: Journal) -> None:
+        """Write the first GET's body; what a fault cuts off is fetched again by the streams."""
+        end = int(resp.getheader("Content-Length"))
+        mv = memoryview(bytearray(min(READ_BLOCK, end)))
+        off, adler = 0, 1
+        try:
+            while off < end and not self.stop.is_set():
+                n = resp.readinto(mv[:min(len(mv), end - off)])
+                if not n:
+                    break
+                _pwrite_all(fd, mv[:n], off, self.req.final)
+                adler = ck.adler32(mv[:n], adler)
+                off += n
+                self.first_bytes = off
+        except (OSError, http.client.HTTPException) as e:
+            log.info("first range: %s; the streams fetch from byte %d", e, off)
+        finally:
+            if off:
+                journal.add(0, off, adler)
+            if off == end and resp.isclosed():
+                self.release(conn)
+            else:
+                conn.close()
+
     def pull(self, fd: int, size: int, journal: Journal) -> None:
+        streams = self.req.streams
+        self.state.stream_bytes = [self.first_bytes] + [0] * (streams - 1)
         todo = missing_ranges(size, journal.pieces)
         if not todo:
             return
-        streams = self.req.streams
         # Two chunks per stream: a stream that finishes its share early takes the other's second chunk,
         # so a slow stream does not hold the file back; one more range request per stream is cheap.
         chunk = min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(sum(e - s for s, e in todo) / (2 * streams))))
@@ -480,7 +558,6 @@ class Transfer:
         queue = ChunkQueue(chunks, streams)
         errors: list[TransferFailed] = []
         stop = self.stop  # `cancel()` sets it too, so the streams end without anyone polling
-        self.state.stream_bytes = [0] * streams
 
         def worker(i: int) -> None:
             try:
