@@ -308,7 +308,6 @@ class Transfer:
         self.state = state
         self.cancelled = threading.Event()
         self.stop = threading.Event()  # tells the streams to end: set on cancel and on a failed stream
-        self.first_bytes = 0  # what the first GET brought (counted as stream 0's)
         self.cancel_reason = ""
         url = urllib.parse.urlsplit(req.source)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -438,10 +437,8 @@ class Transfer:
                                              ) from None
                     os.ftruncate(fd, size)  # a file system without fallocate
             self.state.resumed_bytes = sum(e - s for s, e, _ in journal.pieces)
-            if first is not None:
-                conn, first = first[0], None
-                self.receive_first(conn, resp, fd, journal)
-            self.pull(fd, size, journal)
+            preset, first = ((first[0], resp), None) if first is not None else (None, None)
+            self.pull(fd, size, journal, preset)
             while digest_done is not None and not digest_done.wait(0.2) and not self.cancelled.is_set():
                 pass
             if self.cancelled.is_set():
@@ -520,37 +517,17 @@ class Transfer:
             conn.sock.settimeout(self.server.io_timeout)  # the Digest is in: back to the data's timeout
         return conn, resp, int(total)
 
-    def receive_first(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, fd: int,
-                      journal: Journal) -> None:
-        """Write the first GET's body; what a fault cuts off is fetched again by the streams."""
-        end = int(resp.getheader("Content-Length"))
-        mv = memoryview(bytearray(min(READ_BLOCK, end)))
-        off, adler = 0, 1
-        try:
-            while off < end and not self.stop.is_set():
-                n = resp.readinto(mv[:min(len(mv), end - off)])
-                if not n:
-                    break
-                _pwrite_all(fd, mv[:n], off, self.req.final)
-                adler = ck.adler32(mv[:n], adler)
-                off += n
-                self.first_bytes = off
-        except (OSError, http.client.HTTPException) as e:
-            log.info("first range: %s; the streams fetch from byte %d", e, off)
-        finally:
-            if off:
-                journal.add(0, off, adler)
-            if off == end and resp.isclosed():
-                self.release(conn)
-            else:
-                conn.close()
-
-    def pull(self, fd: int, size: int, journal: Journal) -> None:
+    def pull(self, fd: int, size: int, journal: Journal,
+             preset: tuple[http.client.HTTPConnection, http.client.HTTPResponse] | None = None) -> None:
+        """Fetch the missing ranges; `preset` is the first GET's answer, whose body stream 0 reads first."""
         streams = self.req.streams
-        self.state.stream_bytes = [self.first_bytes] + [0] * (streams - 1)
-        todo = missing_ranges(size, journal.pieces)
-        if not todo:
+        self.state.stream_bytes = [0] * streams
+        first_end = int(preset[1].getheader("Content-Length")) if preset else 0
+        todo = missing_ranges(size, journal.pieces + ([(0, first_end, 0)] if preset else []))
+        if not todo and not preset:
             return
+        if not todo:
+            streams = 1  # the first GET brought the whole file
         # Two chunks per stream: a stream that finishes its share early takes the other's second chunk,
         # so a slow stream does not hold the file back; one more range request per stream is cheap.
         chunk = min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(sum(e - s for s, e in todo) / (2 * streams))))
@@ -561,7 +538,7 @@ class Transfer:
 
         def worker(i: int) -> None:
             try:
-                self.stream(i, fd, size, queue, journal, stop)
+                self.stream(i, fd, size, queue, journal, stop, preset if i == 0 else None)
             except TransferFailed as e:
                 errors.append(e)
                 stop.set()
@@ -583,30 +560,41 @@ class Transfer:
         if missing_ranges(size, journal.pieces):
             raise TransferFailed("internal error: ranges missing after all streams finished", keep=True)
 
-    def stream(self, i: int, fd: int, size: int, queue: ChunkQueue, journal: Journal, stop: threading.Event) -> None:
+    def stream(self, i: int, fd: int, size: int, queue: ChunkQueue, journal: Journal, stop: threading.Event,
+               preset: tuple[http.client.HTTPConnection, http.client.HTTPResponse] | None = None) -> None:
         buf = bytearray(READ_BLOCK)
         mv = memoryview(buf)
         conn, reused = None, False
-        idle = True  # False while a response body is being read: the connection is then not reusable
+        answer = None  # a response already received for the current range (the first GET's)
+        if preset is not None:
+            conn, answer = preset
+            reused = True
+        idle = preset is None  # False while a response body is unread: the connection is then not reusable
         forward = dict(self.req.forward)
         adler32 = ck.adler32
         counts = self.state.stream_bytes
         try:
             while not stop.is_set():
-                got = queue.take(i)
-                if got is None:
-                    return
-                start, end = got
+                if answer is not None:
+                    start, end = 0, int(answer.getheader("Content-Length"))
+                else:
+                    got = queue.take(i)
+                    if got is None:
+                        return
+                    start, end = got
                 off, failures = start, 0
                 while off < end and not stop.is_set():
                     piece_start, adler = off, 1
                     answered = False
                     try:
-                        if conn is None:
-                            conn, reused = self.connect()
                         idle = False
-                        conn.request("GET", self.path, headers={**forward, "Range": f"bytes={off}-{end - 1}"})
-                        resp = conn.getresponse()
+                        if answer is not None:
+                            resp, answer = answer, None
+                        else:
+                            if conn is None:
+                                conn, reused = self.connect()
+                            conn.request("GET", self.path, headers={**forward, "Range": f"bytes={off}-{end - 1}"})
+                            resp = conn.getresponse()
                         answered = True
                         if resp.status != 206 and not (resp.status == 200 and off == 0 and end == size):
                             resp.read(65536)
