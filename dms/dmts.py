@@ -803,8 +803,7 @@ class DmtsHandler(FileHandler):
     def do_DELETE(self):
         if not self.authorize():
             return
-        path, _ = self.request_path()
-        real = self.resolve(path)
+        path, real = self.resolve_request()
         if real is None:
             return
         if real == self.server.root:
@@ -831,8 +830,7 @@ class DmtsHandler(FileHandler):
     def do_MKCOL(self):
         if not self.authorize():
             return
-        path, _ = self.request_path()
-        real = self.resolve(path)
+        path, real = self.resolve_request()
         if real is None:
             return
         if real.exists():
@@ -848,12 +846,8 @@ class DmtsHandler(FileHandler):
         if not self.authorize():
             return
         self._drain_body()
-        path, _ = self.request_path()
-        real = self.resolve(path)
+        path, real = self.resolve_request(must_exist=True)
         if real is None:
-            return
-        if not real.exists():
-            self.send_text(404, f"{path}: no such file or directory")
             return
         depth = self.headers.get("Depth", "1")
         items = [(path, real)]
@@ -888,8 +882,7 @@ class DmtsHandler(FileHandler):
         """A streamed upload (gfal2's last fallback): written under the part name, renamed when complete."""
         if not self.authorize():
             return
-        path, _ = self.request_path()
-        real = self.resolve(path)
+        path, real = self.resolve_request()
         if real is None:
             return
         length = self.headers.get("Content-Length")
@@ -1088,18 +1081,3 @@ def make_dmts_server(root: Path, *, host: str = "127.0.0.1", port: int = 0, tls:
     if not 1 <= max_streams <= 256:
         raise ValueError(f"max_streams {max_streams}: expected 1..256")
     return DmtsServer((host, port), root=root, tls=tls, client_tls=client_tls, max_streams=max_streams)
-
-
-def run_dmts(root: Path, host: str, port: int, tls: TlsConfig | None,
-             client_tls: ssl.SSLContext | None = None) -> None:
-    """Serve the DMTS until interrupted (the CLI's `daaas dms serve-dmts`)."""
-    server = make_dmts_server(root, host=host, port=port, tls=tls, client_tls=client_tls)
-    scheme = "https" if tls else "http"
-    print(f"daaas DMTS writing under {server.root} at {scheme}://{server.server_address[0]}:"
-          f"{server.server_address[1]}/", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
