@@ -5,6 +5,8 @@
 - exactly one of `Source` (pull) or `Destination` (push) is required (both or neither: 400; push: 501);
 - `X-Number-Of-Streams: N` (1..max_streams) parallel Range GETs, one worker thread and one TLS
   connection each (kept alive in `DmtsServer.pool` for the next HEAD or GET to the same source);
+  a fresh transfer starts with a GET of the first MiB, whose answer says what a HEAD would (size in
+  `Content-Range`, ETag, mode, mtime, Digest), so a small file costs one request;
   `TransferHeader<Name>: v` is sent to the source as `<Name>: v`;
   `Overwrite: F` refuses an existing destination (412); `Credential:` is accepted and ignored (the
   DMTS presents its own service certificate, `client_tls`);
