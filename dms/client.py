@@ -18,11 +18,16 @@ A `TpcCopy` can be cancelled from another thread: it shuts its socket down, and 
 seeing its client gone, cancels the transfer and removes the partial file.
 
 `fetch_manifest()` reads the source's JSON manifest of a directory into `FileEntry`s.
+
+`ConnectionPool` keeps idle HTTP/1.1 keep-alive connections per (scheme, host, port, TLS context), so
+that many small files do not each pay a TCP and TLS handshake (the DMTS uses one towards its sources,
+the orchestrator one towards the DMTS).
 """
 from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 import ssl
 import threading
@@ -96,6 +101,99 @@ def _connection(parts: urllib.parse.SplitResult, tls: ssl.SSLContext | None,
     return http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
 
 
+class ConnectionPool:
+    """Idle keep-alive `http.client` connections per (scheme, host, port, TLS context); thread-safe.
+
+    `get()` hands out an idle connection (checked not to have been closed by the server meanwhile) or
+    a new one; `put()` takes back a connection whose last response was read to its end. A connection
+    that failed, was cancelled or whose response said `Connection: close` is simply not put back.
+    Idle connections older than `max_idle_age` seconds are closed (the server may have dropped them).
+    """
+
+    def __init__(self, *, max_idle_per_key: int = 32, max_idle_age: float = 30.0):
+        self.max_idle_per_key = max_idle_per_key
+        self.max_idle_age = max_idle_age
+        self._idle: dict[tuple, list[tuple[float, http.client.HTTPConnection]]] = {}
+        self._lock = threading.Lock()
+        self.created = 0  # connections opened, for tests and benchmarks
+        self.reused = 0
+
+    @staticmethod
+    def key(scheme: str, host: str, port: int, tls: ssl.SSLContext | None) -> tuple:
+        return (scheme, host, port, tls if scheme == "https" else None)
+
+    def get(self, key: tuple, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        """(connection, reused): an idle connection for `key` if a live one is left, else a new one."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                item = idle.pop() if idle else None
+            if item is None:
+                break
+            since, conn = item
+            if now - since <= self.max_idle_age and _idle_alive(conn):
+                conn.timeout = timeout
+                conn.sock.settimeout(timeout)
+                with self._lock:
+                    self.reused += 1
+                return conn, True
+            conn.close()
+        scheme, host, port, tls = key
+        if scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, context=tls, timeout=timeout)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        with self._lock:
+            self.created += 1
+        return conn, False
+
+    def put(self, key: tuple, conn: http.client.HTTPConnection) -> None:
+        """Keep `conn` for the next `get()`; only call it once its last response has been read to the end."""
+        if conn.sock is None:  # the response asked to close, or the connection failed
+            conn.close()
+            return
+        now = time.monotonic()
+        stale = []
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            idle.append((now, conn))
+            if len(idle) > self.max_idle_per_key:
+                stale.append(idle.pop(0)[1])
+            for items in self._idle.values():  # close what nobody asked for in a while
+                while items and now - items[0][0] > self.max_idle_age:
+                    stale.append(items.pop(0)[1])
+        for c in stale:
+            c.close()
+
+    def close(self) -> None:
+        with self._lock:
+            items = [c for idle in self._idle.values() for _, c in idle]
+            self._idle.clear()
+        for c in items:
+            c.close()
+
+
+def _idle_alive(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive connection has nothing to read; readable means the server closed it (or misbehaved)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False
+        readable, _, _ = select.select([sock], [], [], 0)
+        return not readable
+    except (OSError, ValueError):
+        return False
+
+
+# A reused connection may have been closed by the server just as the request went out: that
+# request is sent again once on a new connection (GET and HEAD are idempotent; COPY had not started).
+STALE_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError,
+                ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
 def _target(parts: urllib.parse.SplitResult) -> str:
     path = parts.path or "/"
     return path + ("?" + parts.query if parts.query else "")
@@ -130,7 +228,7 @@ class TpcCopy:
     def __init__(self, src_url: str, dst_url: str, *, streams: int = 1, tls: ssl.SSLContext | None = None,
                  checksum: str | None = None, on_progress: Callable[[Progress], None] | None = None,
                  overwrite: bool = True, transfer_headers: Mapping[str, str] | None = None,
-                 timeout: float = DEFAULT_TIMEOUT):
+                 timeout: float = DEFAULT_TIMEOUT, pool: ConnectionPool | None = None):
         _split_url(src_url, field_name="source")
         self.dst = _split_url(dst_url, field_name="destination")
         if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
@@ -140,6 +238,7 @@ class TpcCopy:
         self.on_progress, self.overwrite = on_progress, overwrite
         self.transfer_headers = dict(transfer_headers or {})
         self.timeout = timeout
+        self.pool = pool  # keep-alive connections to the destination, shared between copies
         self._lock = threading.Lock()
         self._conn: http.client.HTTPConnection | None = None
         self._cancelled = threading.Event()
@@ -169,28 +268,57 @@ class TpcCopy:
             h[f"TransferHeader{name}"] = value
         return h
 
-    def run(self) -> CopyResult:
-        t0 = time.monotonic()
-        conn = _connection(self.dst, self.tls, self.timeout)
-        with self._lock:
-            self._conn = conn
-        if self._cancelled.is_set():
-            raise CopyCancelled("cancelled before it started", reason="cancelled")
-        stripes: dict[int, int] = {}
-        markers = 0
-        try:
+    def _connect(self) -> tuple[http.client.HTTPConnection, bool]:
+        if self.pool is None:
+            return _connection(self.dst, self.tls, self.timeout), False
+        if self.dst.scheme == "https" and self.tls is None:
+            raise ValueError(f"{self.dst_url}: an https URL needs a TLS context")
+        return self.pool.get(self._pool_key(), self.timeout)
+
+    def _pool_key(self) -> tuple:
+        return ConnectionPool.key(self.dst.scheme, self.dst.hostname, self.dst.port or
+                                  (443 if self.dst.scheme == "https" else 80), self.tls)
+
+    def _send(self) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send the COPY; a reused connection the destination had closed meanwhile is replaced once."""
+        conn, reused = self._connect()
+        while True:
+            with self._lock:
+                self._conn = conn
+            if self._cancelled.is_set():
+                conn.close()
+                raise CopyCancelled("cancelled before it started", reason="cancelled")
             try:
                 conn.request("COPY", _target(self.dst), headers=self._headers())
-                resp = conn.getresponse()
+                return conn, conn.getresponse()
+            except STALE_ERRORS as e:
+                conn.close()
+                if not reused or self._cancelled.is_set():
+                    if self._cancelled.is_set():
+                        raise CopyCancelled("cancelled", reason="cancelled") from None
+                    raise CopyError(f"{self.dst_url}: could not send COPY: {e}") from None
+                conn, reused = _connection(self.dst, self.tls, self.timeout), False
             except (OSError, http.client.HTTPException) as e:
+                conn.close()
                 if self._cancelled.is_set():
                     raise CopyCancelled("cancelled", reason="cancelled") from None
                 raise CopyError(f"{self.dst_url}: could not send COPY: {e}") from None
+
+    def run(self) -> CopyResult:
+        t0 = time.monotonic()
+        conn = None
+        stripes: dict[int, int] = {}
+        markers = 0
+        reusable = False  # the answer was read to its end: the connection can serve the next copy
+        try:
+            conn, resp = self._send()
             if resp.status not in (201, 202):
                 body = resp.read(4096).decode("utf-8", "replace").strip()
                 raise CopyError(f"{self.dst_url}: destination answered {resp.status} {resp.reason}: {body}",
                                 status=resp.status, reason=body or resp.reason)
             if resp.status == 201:  # finished synchronously, without markers
+                resp.read()
+                reusable = True
                 return CopyResult("success: Created", 0, time.monotonic() - t0, 0)
             final = None
             try:
@@ -207,11 +335,15 @@ class TpcCopy:
                     else:
                         final = str(item)
                         break
+                if final is not None and self.pool is not None:
+                    resp.read()  # the end of the chunked body, so that the connection can be reused
+                    reusable = resp.isclosed()
             except (OSError, http.client.HTTPException, ValueError) as e:
                 if self._cancelled.is_set():
                     raise CopyCancelled("cancelled", reason="cancelled") from None
                 raise CopyError(f"{self.dst_url}: connection to the destination broke: {e}") from None
             if self._cancelled.is_set():
+                reusable = False
                 raise CopyCancelled("cancelled", reason="cancelled")
             if final is None:
                 raise CopyError(f"{self.dst_url}: the destination ended its answer without a success or failure line")
@@ -222,7 +354,12 @@ class TpcCopy:
         finally:
             with self._lock:
                 self._conn = None
-            conn.close()
+                reusable = reusable and not self._cancelled.is_set()
+            if conn is not None:
+                if reusable and self.pool is not None:
+                    self.pool.put(self._pool_key(), conn)
+                else:
+                    conn.close()
 
 
 def _lines(resp: http.client.HTTPResponse) -> Iterable[str]:

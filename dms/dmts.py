@@ -4,7 +4,10 @@
 
 - exactly one of `Source` (pull) or `Destination` (push) is required (both or neither: 400; push: 501);
 - `X-Number-Of-Streams: N` (1..max_streams) parallel Range GETs, one worker thread and one TLS
-  connection each; `TransferHeader<Name>: v` is sent to the source as `<Name>: v`;
+  connection each (kept alive in `DmtsServer.pool` for the next HEAD or GET to the same source);
+  a fresh transfer starts with a GET of the first MiB, whose answer says what a HEAD would (size in
+  `Content-Range`, ETag, mode, mtime, Digest), so a small file costs one request;
+  `TransferHeader<Name>: v` is sent to the source as `<Name>: v`;
   `Overwrite: F` refuses an existing destination (412); `Credential:` is accepted and ignored (the
   DMTS presents its own service certificate, `client_tls`);
 - optional `X-Daaas-Checksum: <algo>:<hex>` (what the manifest says), `X-Daaas-Mode: 0644`,
@@ -14,8 +17,9 @@
   `marker_interval` s) and a final `success: Created` or `failure: <reason>` line.
 
 The body is written with `os.pwrite` into `.<name>.daaas-part` (preallocated) beside the
-destination; completed ranges with their adler32 go to `.<name>.daaas-journal` (data fdatasync'd
-before each journal fsync). After all ranges arrive, the checksum (per-range adler32 combined, or a
+destination; completed ranges with their adler32 go to `.<name>.daaas-journal`, flushed in the
+background about every second (data fdatasync'd before each journal fsync; a transfer that ends before
+its first flush never writes a journal). After all ranges arrive, the checksum (per-range adler32 combined, or a
 re-read for md5/sha-256) is compared with the client's and the source's RFC 3230 `Digest`; only a
 verified file is renamed to its final name. Network faults are retried per stream from the last
 byte written; a transfer that still fails keeps the part file and journal so that the next COPY of
@@ -35,6 +39,7 @@ import json
 import logging
 import math
 import os
+import queue
 import select
 import ssl
 import stat
@@ -42,12 +47,12 @@ import threading
 import time
 import urllib.parse
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from dms import checksum as ck
+from dms.client import STALE_ERRORS, ConnectionPool
 from dms.paths import PathError, resolve_under
 from dms.source import DmsHTTPServer, FileHandler
 from dms.tls import TlsConfig
@@ -56,11 +61,57 @@ log = logging.getLogger("dms.dmts")
 # Bytes read from the socket per pwrite. A read that a cut interrupts loses what it had gathered, so
 # this is also what a retry may fetch again; 256 KiB keeps that small at a negligible cost in calls.
 READ_BLOCK = 256 * 1024
+FIRST_GET = 1024 * 1024  # the first request fetches this much: a small file in one request
 PIECE = 16 * 1024 * 1024  # journal granularity: at most this much is fetched again after a crash
 MAX_CHUNK = 256 * 1024 * 1024
 MIN_CHUNK = 256 * 1024
 PART_SUFFIX = ".daaas-part"
 JOURNAL_SUFFIX = ".daaas-journal"
+
+
+class ThreadCache:
+    """Runs callables on reused threads, each kept `idle_seconds` after its last job.
+
+    Starting a thread costs about a millisecond on a busy VM, as much as the rest of a small file's
+    copy; a transfer's worker and its streams therefore come from here.
+    """
+
+    def __init__(self, idle_seconds: float = 60.0):
+        self.idle_seconds = idle_seconds
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for a job that no submit() has counted on yet
+
+    def submit(self, fn, *args) -> threading.Event:
+        """Run fn(*args) on an idle thread (or a new one); the returned event is set when it has returned."""
+        done = threading.Event()
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._jobs.put((fn, args, done))
+        if spawn:
+            threading.Thread(target=self._loop, name="dmts-worker", daemon=True).start()
+        return done
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                fn, args, done = self._jobs.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # nobody counts on this thread: let it go
+                        self._idle -= 1
+                        return
+                continue  # a submit() counted on this thread: its job is on the way
+            try:
+                fn(*args)
+            except BaseException:  # the callables handle their errors; this only keeps the thread alive
+                log.exception("worker job %r", fn)
+            finally:
+                done.set()
+                with self._lock:
+                    self._idle += 1
 
 
 class TransferFailed(Exception):
@@ -107,22 +158,26 @@ class Journal:
             self.pieces = []
             return False
 
-    def open(self, fresh: bool, data_fd: int) -> None:
-        """Open the journal and start flushing it every `interval` s in the background.
+    def open(self, fresh: bool, data_fd: int, *, background: bool = True) -> None:
+        """Get ready to record pieces; with `background`, flush them every `interval` s in a thread.
 
         The flush (fdatasync of the data, then the journal's fsync) runs in its own thread so that the
-        streams never wait for the disk to catch up.
+        streams never wait for the disk to catch up. A fresh journal is created by its first flush
+        (header and pieces in one fsync), so a small file that arrives within a second never has one;
+        an older journal is removed first, since its pieces do not describe the new part file.
         """
-        if fresh:
-            self.pieces = []
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else os.O_APPEND)
-        self._fd = os.open(self.path, flags, 0o600)
         self._data_fd = data_fd
         if fresh:
-            os.write(self._fd, (json.dumps(self.header) + "\n").encode())
-            os.fsync(self._fd)
-        self._flusher = threading.Thread(target=self._flush_loop, name="dmts-journal", daemon=True)
-        self._flusher.start()
+            self.pieces = []
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        else:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        if background:
+            self._flusher = threading.Thread(target=self._flush_loop, name="dmts-journal", daemon=True)
+            self._flusher.start()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -141,12 +196,16 @@ class Journal:
         with self._io_lock:
             with self._lock:
                 pending, self._pending = self._pending, []
-            if not pending or self._fd is None or self._data_fd is None:
+            if not pending or self._data_fd is None:
                 return
             # Every pending piece was written before it was added: sync the data first, so that the
             # journal never claims bytes the disk lacks.
             os.fdatasync(self._data_fd)
-            os.write(self._fd, "".join(f"{s} {e} {a:08x}\n" for s, e, a in pending).encode())
+            text = "".join(f"{s} {e} {a:08x}\n" for s, e, a in pending)
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                text = json.dumps(self.header) + "\n" + text
+            os.write(self._fd, text.encode())
             os.fsync(self._fd)
 
     def close(self) -> None:
@@ -250,6 +309,7 @@ class Transfer:
         self.req = req
         self.state = state
         self.cancelled = threading.Event()
+        self.stop = threading.Event()  # tells the streams to end: set on cancel and on a failed stream
         self.cancel_reason = ""
         url = urllib.parse.urlsplit(req.source)
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -257,49 +317,75 @@ class Transfer:
         self.url = url
         self.path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         self.part, self.journal_path = part_paths(req.final)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        self.pool_key = ConnectionPool.key(url.scheme, url.hostname, port, server.source_tls())
 
     def cancel(self, reason: str) -> None:
         self.cancel_reason = reason
         self.cancelled.set()
+        self.stop.set()
 
     # -- connections -----------------------------------------------------------------------------
-    def connect(self) -> http.client.HTTPConnection:
-        port = self.url.port or (443 if self.url.scheme == "https" else 80)
-        timeout = self.server.io_timeout
-        if self.url.scheme == "https":
-            ctx = self.server.client_tls or ssl.create_default_context()
-            return http.client.HTTPSConnection(self.url.hostname, port, context=ctx, timeout=timeout)
-        return http.client.HTTPConnection(self.url.hostname, port, timeout=timeout)
+    def connect(self, timeout: float | None = None) -> tuple[http.client.HTTPConnection, bool]:
+        """(connection, reused): a kept-alive connection to the source from the server's pool, or a new one."""
+        return self.server.pool.get(self.pool_key, timeout or self.server.io_timeout)
+
+    def release(self, conn: http.client.HTTPConnection) -> None:
+        """Give back a connection whose last response was read to its end."""
+        self.server.pool.put(self.pool_key, conn)
 
     def head(self, want: str | None, *, timeout: float | None = None) -> http.client.HTTPResponse:
         headers = dict(self.req.forward)
         if want:
             headers["Want-Digest"] = want
-        conn = self.connect()
-        if timeout is not None:
-            conn.timeout = timeout  # a Digest of a large file takes the source a while to compute
+        # A Digest of a large file takes the source a while to compute: `timeout` allows for it.
+        conn, reused = self.connect(timeout)
         try:
-            conn.request("HEAD", self.path, headers=headers)
-            resp = conn.getresponse()
-            resp.read()
+            while True:
+                try:
+                    conn.request("HEAD", self.path, headers=headers)
+                    resp = conn.getresponse()
+                    resp.read()
+                    break
+                except STALE_ERRORS:
+                    conn.close()
+                    if not reused:
+                        raise
+                    conn, reused = self.connect(timeout)  # the source had closed the idle connection
+            self.release(conn)
+            conn = None
             return resp
         except ssl.SSLError as e:
             raise TransferFailed(f"TLS with the source {self.url.netloc} failed: {e}") from None
         except (OSError, http.client.HTTPException) as e:
             raise TransferFailed(f"source {self.url.netloc} unreachable: {e}", keep=True) from None
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     # -- the transfer ----------------------------------------------------------------------------
     def run(self) -> None:
         req = self.req
-        resp = self.head(None)
-        if resp.status != 200:
-            raise TransferFailed(f"source answered HEAD with {resp.status} {resp.reason}")
-        try:
-            size = int(resp.getheader("Content-Length", ""))
-        except ValueError:
-            raise TransferFailed("source gave no Content-Length for the file") from None
+        want = "adler32" if req.expected is None else f"{req.expected[0]}, adler32;q=0.5"
+        # A client that names the checksum it expects (the orchestrator, from the source's manifest)
+        # got it from a source that has just computed it: the Digest then comes with the first HEAD,
+        # which saves a request per file. Otherwise it may take the source a while (it reads the
+        # whole file), so it is asked for in a second HEAD beside the data.
+        early = req.expected is not None
+        # With nothing to resume, the first request is a GET of the first FIRST_GET bytes: its answer
+        # has what a HEAD would say (size in Content-Range, ETag, mode, mtime, Digest) and a small
+        # file whole, so most files cost one request. A source that answers it otherwise gets a HEAD.
+        first = None if self.part.exists() else self.first_get(want if early else None)
+        if first is not None:
+            resp, size = first[1], first[2]
+        else:
+            resp = self.head(want if early else None, timeout=self.server.digest_timeout if early else None)
+            if resp.status != 200:
+                raise TransferFailed(f"source answered HEAD with {resp.status} {resp.reason}")
+            try:
+                size = int(resp.getheader("Content-Length", ""))
+            except ValueError:
+                raise TransferFailed("source gave no Content-Length for the file") from None
         self.state.size = size
         etag = resp.getheader("ETag") or resp.getheader("Last-Modified") or ""
         mode, mtime, owner = req.mode, req.mtime, req.owner
@@ -314,8 +400,6 @@ class Transfer:
         if owner is None and resp.getheader("X-Daaas-Owner"):
             owner = _parse_owner(resp.getheader("X-Daaas-Owner"), where="source X-Daaas-Owner")
 
-        # The source's digest may take a while (it reads the whole file): ask for it beside the data.
-        want = "adler32" if req.expected is None else f"{req.expected[0]}, adler32;q=0.5"
         digest_box: dict = {}
 
         def fetch_digest():
@@ -325,20 +409,28 @@ class Transfer:
             except (TransferFailed, ck.ChecksumError) as e:
                 digest_box["error"] = str(e)
 
-        digest_thread = threading.Thread(target=fetch_digest, daemon=True)
-        digest_thread.start()
+        digest_done: threading.Event | None = None
+        if early:
+            try:
+                digest_box["value"] = ck.parse_digest(resp.getheader("Digest") or "")
+            except ck.ChecksumError as e:
+                digest_box["error"] = str(e)
+        else:
+            digest_done = self.server.threads.submit(fetch_digest)
 
         journal = Journal(self.journal_path, {"source": req.source, "size": size, "etag": etag})
-        resumable = self.part.exists() and journal.load()
+        resumable = first is None and self.part.exists() and journal.load()
         try:
             fd = os.open(self.part, os.O_RDWR | os.O_CREAT | (0 if resumable else os.O_TRUNC), 0o600)
         except OSError as e:
+            if first is not None:
+                first[0].close()
             raise TransferFailed(f"cannot create {self.part.name} in {self.part.parent}: {e.strerror}") from None
         ok = False
         keep = False
         try:
-            journal.open(fresh=not resumable, data_fd=fd)
-            if size and not resumable:
+            journal.open(fresh=not resumable, data_fd=fd, background=size > PIECE)
+            if size > FIRST_GET and not resumable:
                 try:
                     os.posix_fallocate(fd, 0, size)
                 except OSError as e:
@@ -347,9 +439,10 @@ class Transfer:
                                              ) from None
                     os.ftruncate(fd, size)  # a file system without fallocate
             self.state.resumed_bytes = sum(e - s for s, e, _ in journal.pieces)
-            self.pull(fd, size, journal)
-            while digest_thread.is_alive() and not self.cancelled.is_set():
-                digest_thread.join(0.2)
+            preset, first = ((first[0], resp), None) if first is not None else (None, None)
+            self.pull(fd, size, journal, preset)
+            while digest_done is not None and not digest_done.wait(0.2) and not self.cancelled.is_set():
+                pass
             if self.cancelled.is_set():
                 raise TransferFailed(self.cancel_reason or "cancelled")
             if "error" in digest_box:
@@ -369,6 +462,8 @@ class Transfer:
             keep = e.keep and not self.cancelled.is_set()
             raise
         finally:
+            if first is not None:  # failed before its body was read
+                first[0].close()
             journal.close()  # stops the background flusher before the data fd goes away
             if keep:
                 try:
@@ -388,21 +483,64 @@ class Transfer:
                 _unlink(self.part)
                 _unlink(self.journal_path)
 
-    def pull(self, fd: int, size: int, journal: Journal) -> None:
-        todo = missing_ranges(size, journal.pieces)
-        if not todo:
-            return
+    def first_get(self, want: str | None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, int] | None:
+        """(connection, response, file size) of `GET Range: bytes=0-<FIRST_GET-1>`; None: ask with a HEAD.
+
+        Only a 206 with a `Content-Range: bytes 0-<n>/<size>` is used; anything else (an empty file,
+        a source without ranges, an error) is left to the HEAD, which reports it as before.
+        """
+        headers = {**dict(self.req.forward), "Range": f"bytes=0-{FIRST_GET - 1}"}
+        if want:
+            headers["Want-Digest"] = want
+        conn, reused = self.connect(self.server.digest_timeout if want else None)
+        try:
+            while True:
+                try:
+                    conn.request("GET", self.path, headers=headers)
+                    resp = conn.getresponse()
+                    break
+                except STALE_ERRORS:
+                    conn.close()
+                    if not reused:
+                        raise
+                    conn, reused = self.connect(self.server.digest_timeout if want else None)
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return None  # the HEAD tries again and says what is wrong
+        unit, _, rest = (resp.getheader("Content-Range") or "").partition(" ")
+        span, _, total = rest.partition("/")
+        first, _, last = span.partition("-")
+        length = resp.getheader("Content-Length") or ""
+        if (resp.status != 206 or unit != "bytes" or first != "0" or not last.isdigit() or not total.isdigit()
+                or length != str(int(last) + 1) or int(last) >= int(total)):
+            conn.close()  # not read to its end: not reusable
+            return None
+        if want:
+            conn.sock.settimeout(self.server.io_timeout)  # the Digest is in: back to the data's timeout
+        return conn, resp, int(total)
+
+    def pull(self, fd: int, size: int, journal: Journal,
+             preset: tuple[http.client.HTTPConnection, http.client.HTTPResponse] | None = None) -> None:
+        """Fetch the missing ranges; `preset` is the first GET's answer, whose body stream 0 reads first."""
         streams = self.req.streams
-        chunk = min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(sum(e - s for s, e in todo) / streams)))
+        self.state.stream_bytes = [0] * streams
+        first_end = int(preset[1].getheader("Content-Length")) if preset else 0
+        todo = missing_ranges(size, journal.pieces + ([(0, first_end, 0)] if preset else []))
+        if not todo and not preset:
+            return
+        if not todo:
+            streams = 1  # the first GET brought the whole file
+        # Two chunks per stream: a stream that finishes its share early takes the other's second chunk,
+        # so a slow stream does not hold the file back; one more range request per stream is cheap.
+        chunk = min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(sum(e - s for s, e in todo) / (2 * streams))))
         chunks = [(a, min(e, a + chunk)) for s, e in todo for a in range(s, e, chunk)]
         queue = ChunkQueue(chunks, streams)
         errors: list[TransferFailed] = []
-        stop = threading.Event()
-        self.state.stream_bytes = [0] * streams
+        stop = self.stop  # `cancel()` sets it too, so the streams end without anyone polling
 
         def worker(i: int) -> None:
             try:
-                self.stream(i, fd, size, queue, journal, stop)
+                self.stream(i, fd, size, queue, journal, stop, preset if i == 0 else None)
             except TransferFailed as e:
                 errors.append(e)
                 stop.set()
@@ -411,15 +549,11 @@ class Transfer:
                 errors.append(TransferFailed(f"stream {i}: internal error {e!r}"))
                 stop.set()
 
-        threads = [threading.Thread(target=worker, args=(i,), name=f"dmts-stream-{i}", daemon=True)
-                   for i in range(streams)]
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
-            if self.cancelled.wait(0.1):
-                stop.set()
-        for t in threads:
-            t.join()
+        if streams == 1:
+            worker(0)  # in this thread: one thread start less per (small) file
+        else:
+            for done in [self.server.threads.submit(worker, i) for i in range(streams)]:
+                done.wait()
         if self.cancelled.is_set():
             raise TransferFailed(self.cancel_reason or "cancelled")
         if errors:
@@ -428,25 +562,42 @@ class Transfer:
         if missing_ranges(size, journal.pieces):
             raise TransferFailed("internal error: ranges missing after all streams finished", keep=True)
 
-    def stream(self, i: int, fd: int, size: int, queue: ChunkQueue, journal: Journal, stop: threading.Event) -> None:
+    def stream(self, i: int, fd: int, size: int, queue: ChunkQueue, journal: Journal, stop: threading.Event,
+               preset: tuple[http.client.HTTPConnection, http.client.HTTPResponse] | None = None) -> None:
         buf = bytearray(READ_BLOCK)
         mv = memoryview(buf)
-        conn = None
+        conn, reused = None, False
+        answer = None  # a response already received for the current range (the first GET's)
+        if preset is not None:
+            conn, answer = preset
+            reused = True
+        idle = preset is None  # False while a response body is unread: the connection is then not reusable
         forward = dict(self.req.forward)
+        adler32 = ck.adler32
+        counts = self.state.stream_bytes
         try:
             while not stop.is_set():
-                got = queue.take(i)
-                if got is None:
-                    return
-                start, end = got
+                if answer is not None:
+                    start, end = 0, int(answer.getheader("Content-Length"))
+                else:
+                    got = queue.take(i)
+                    if got is None:
+                        return
+                    start, end = got
                 off, failures = start, 0
                 while off < end and not stop.is_set():
                     piece_start, adler = off, 1
+                    answered = False
                     try:
-                        if conn is None:
-                            conn = self.connect()
-                        conn.request("GET", self.path, headers={**forward, "Range": f"bytes={off}-{end - 1}"})
-                        resp = conn.getresponse()
+                        idle = False
+                        if answer is not None:
+                            resp, answer = answer, None
+                        else:
+                            if conn is None:
+                                conn, reused = self.connect()
+                            conn.request("GET", self.path, headers={**forward, "Range": f"bytes={off}-{end - 1}"})
+                            resp = conn.getresponse()
+                        answered = True
                         if resp.status != 206 and not (resp.status == 200 and off == 0 and end == size):
                             resp.read(65536)
                             if 400 <= resp.status < 500:
@@ -460,12 +611,14 @@ class Transfer:
                             if not n:
                                 raise ConnectionError(f"source closed the connection at byte {off}")
                             _pwrite_all(fd, mv[:n], off, self.req.final)
-                            adler = zlib.adler32(mv[:n], adler)
+                            adler = adler32(mv[:n], adler)
                             off += n
-                            self.state.stream_bytes[i] += n
+                            counts[i] += n
                             if off - piece_start >= PIECE or off == end:
                                 journal.add(piece_start, off, adler)
                                 piece_start, adler = off, 1
+                        idle = resp.isclosed()  # read to its end: the next range can go on this connection
+                        reused = True
                         failures = 0
                     except ssl.SSLCertVerificationError as e:
                         raise TransferFailed(f"stream {i}: the source's certificate was rejected: "
@@ -476,6 +629,8 @@ class Transfer:
                         if conn is not None:
                             conn.close()
                             conn = None
+                        if reused and not answered and isinstance(e, STALE_ERRORS):
+                            continue  # the source had closed the kept-alive connection: not a failure
                         failures += 1
                         if failures > self.server.retries:
                             raise TransferFailed(f"stream {i}: {e} (gave up after {self.server.retries} retries)",
@@ -485,7 +640,10 @@ class Transfer:
                             return
         finally:
             if conn is not None:
-                conn.close()
+                if idle:
+                    self.release(conn)
+                else:
+                    conn.close()
 
     def verify(self, fd: int, size: int, journal: Journal, digest_box: dict) -> None:
         expected: dict[str, tuple[str, str]] = {}  # algo -> (hex, who said so)
@@ -572,8 +730,24 @@ class DmtsServer(DmsHTTPServer):
         self.max_kept_statuses = 10000
         self.fsync_on_complete = True
         self.transfers: dict[str, TransferState] = {}
+        # Kept-alive connections to sources (HEADs and range GETs of one file and of the next ones).
+        self.pool = ConnectionPool(max_idle_per_key=max(32, 2 * max_streams))
+        self._default_tls: ssl.SSLContext | None = None
+        self.threads = ThreadCache()  # transfers' workers, digests and streams
         self._active: dict[Path, Transfer] = {}
         self._active_lock = threading.Lock()
+
+    def source_tls(self) -> ssl.SSLContext:
+        """The context for HTTPS sources: `client_tls`, else one default context (loading CAs is slow)."""
+        if self.client_tls is not None:
+            return self.client_tls
+        if self._default_tls is None:
+            self._default_tls = ssl.create_default_context()
+        return self._default_tls
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.pool.close()
 
     def transfer_status(self, transfer_id: str | None = None):
         """One transfer's snapshot dict, or all of them (newest last) when no id is given."""
@@ -633,8 +807,7 @@ class DmtsHandler(FileHandler):
     def do_DELETE(self):
         if not self.authorize():
             return
-        path, _ = self.request_path()
-        real = self.resolve(path)
+        path, real = self.resolve_request()
         if real is None:
             return
         if real == self.server.root:
@@ -661,8 +834,7 @@ class DmtsHandler(FileHandler):
     def do_MKCOL(self):
         if not self.authorize():
             return
-        path, _ = self.request_path()
-        real = self.resolve(path)
+        path, real = self.resolve_request()
         if real is None:
             return
         if real.exists():
@@ -678,12 +850,8 @@ class DmtsHandler(FileHandler):
         if not self.authorize():
             return
         self._drain_body()
-        path, _ = self.request_path()
-        real = self.resolve(path)
+        path, real = self.resolve_request(must_exist=True)
         if real is None:
-            return
-        if not real.exists():
-            self.send_text(404, f"{path}: no such file or directory")
             return
         depth = self.headers.get("Depth", "1")
         items = [(path, real)]
@@ -718,8 +886,7 @@ class DmtsHandler(FileHandler):
         """A streamed upload (gfal2's last fallback): written under the part name, renamed when complete."""
         if not self.authorize():
             return
-        path, _ = self.request_path()
-        real = self.resolve(path)
+        path, real = self.resolve_request()
         if real is None:
             return
         length = self.headers.get("Content-Length")
@@ -787,9 +954,10 @@ class DmtsHandler(FileHandler):
             self.send_text(412, f"{path}: exists and Overwrite is F")
             return
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            # mkdir followed the real path, but a racing symlink could still move it: check again.
-            resolve_under(self.server.root, path)
+            if not final.parent.is_dir():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                # mkdir followed the real path, but a racing symlink could still move it: check again.
+                resolve_under(self.server.root, path)
         except (OSError, PathError) as e:
             self.send_text(409, f"{path}: cannot create its directory: {e}")
             return
@@ -884,31 +1052,29 @@ class DmtsHandler(FileHandler):
             finally:
                 state.finished = time.time()
 
-        worker = threading.Thread(target=work, name=f"dmts-{state.id[:8]}", daemon=True)
         self.send_response(202)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("X-Daaas-Transfer-Id", state.id)
         self.end_headers()
-        worker.start()
+        done = self.server.threads.submit(work)
         last = time.monotonic()
         try:
-            while worker.is_alive():
-                worker.join(0.2)
-                if not worker.is_alive():
+            while not done.is_set():
+                if done.wait(0.2):
                     break
                 if self.client_gone():
                     raise ConnectionError("client disconnected")
                 if time.monotonic() - last >= self.server.marker_interval:
                     self.write_chunk(self.marker(state))
                     last = time.monotonic()
-            self.write_chunk(self.marker(state))
             line = "success: Created\n" if "error" not in result else f"failure: {result['error']}\n"
-            self.write_chunk(line)
-            self.wfile.write(b"0\r\n\r\n")
+            last_chunk = (self.marker(state) + line).encode()
+            # The last marker, the final line and the end of the body in one write (one TLS record).
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(last_chunk), last_chunk))
         except OSError:
             transfer.cancel("the client disconnected")
-            worker.join()
+            done.wait()
             self.close_connection = True
             log.info("transfer %s cancelled: client disconnected", state.id)
 
@@ -919,18 +1085,3 @@ def make_dmts_server(root: Path, *, host: str = "127.0.0.1", port: int = 0, tls:
     if not 1 <= max_streams <= 256:
         raise ValueError(f"max_streams {max_streams}: expected 1..256")
     return DmtsServer((host, port), root=root, tls=tls, client_tls=client_tls, max_streams=max_streams)
-
-
-def run_dmts(root: Path, host: str, port: int, tls: TlsConfig | None,
-             client_tls: ssl.SSLContext | None = None) -> None:
-    """Serve the DMTS until interrupted (the CLI's `daaas dms serve-dmts`)."""
-    server = make_dmts_server(root, host=host, port=port, tls=tls, client_tls=client_tls)
-    scheme = "https" if tls else "http"
-    print(f"daaas DMTS writing under {server.root} at {scheme}://{server.server_address[0]}:"
-          f"{server.server_address[1]}/", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()

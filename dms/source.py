@@ -223,12 +223,26 @@ class FileHandler(BaseHTTPRequestHandler):
             raw = "/" + raw.split("/", 3)[3] if raw.count("/") >= 3 else "/"
         return urllib.parse.unquote(raw), urllib.parse.parse_qs(query, keep_blank_values=True)
 
-    def resolve(self, path: str) -> Path | None:
+    def resolve(self, path: str, *, must_exist: bool = False, is_dir: bool = False) -> Path | None:
+        """The real path under the root, or None once a 4xx has been sent (bad path; missing or not a
+        directory when `must_exist` or `is_dir` ask for it)."""
         try:
-            return resolve_under(self.server.root, path)
+            real = resolve_under(self.server.root, path)
         except PathError as e:
             self.send_text(e.status, str(e))
             return None
+        if is_dir and not real.is_dir():
+            self.send_text(404, f"{path}: not a directory (manifests are per directory)")
+            return None
+        if must_exist and not real.exists():
+            self.send_text(404, f"{path}: no such file or directory")
+            return None
+        return real
+
+    def resolve_request(self, *, must_exist: bool = False) -> tuple[str, Path | None]:
+        """(request path, its real path or None once a 4xx has been sent): see `resolve`."""
+        path, _ = self.request_path()
+        return path, self.resolve(path, must_exist=must_exist)
 
     def file_headers(self, real: Path, st: os.stat_result) -> dict[str, str]:
         return {
@@ -290,11 +304,8 @@ class FileHandler(BaseHTTPRequestHandler):
         self.send_text(403, f"{path}: is a directory; its manifest is at {path.rstrip('/')}/?manifest")
 
     def serve_manifest(self, path: str, query: dict, *, body: bool) -> None:
-        real = self.resolve(path)
+        real = self.resolve(path, is_dir=True)
         if real is None:
-            return
-        if not real.is_dir():
-            self.send_text(404, f"{path}: not a directory (manifests are per directory)")
             return
         recursive = query.get("recursive", ["0"])[0].lower() in ("1", "true", "yes")
         data = json.dumps(mf.build_manifest(self.server.root, real, checksums=self.server.checksums,
@@ -369,17 +380,3 @@ def make_source_server(root: Path, *, host: str = "127.0.0.1", port: int = 0,
                        tls: TlsConfig | None) -> DmsHTTPServer:
     """A source server bound to (host, port); call `serve_forever()`, then `shutdown()` and `server_close()`."""
     return DmsHTTPServer(_bind_address(host, port), FileHandler, root=root, tls=tls)
-
-
-def run_source(root: Path, host: str, port: int, tls: TlsConfig | None) -> None:
-    """Serve `root` until interrupted (the CLI's `daaas dms serve-source`)."""
-    server = make_source_server(root, host=host, port=port, tls=tls)
-    scheme = "https" if tls else "http"
-    print(f"daaas source serving {server.root} at {scheme}://{server.server_address[0]}:{server.server_address[1]}/",
-          flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()

@@ -43,8 +43,10 @@ def test_streams_cut_mid_transfer_are_resumed_from_the_cut(tmp_path, serve, make
     (tmp_path / "dst").mkdir()
     source = serve(make_source_server(tmp_path / "src", tls=server_tls))
     cut = 300_000
-    # The first six connections (two HEADs, four streams) are cut after 300 kB: the HEADs end before that,
-    # each stream (a 768 KiB share) is cut once.
+    # The first six connections are cut after 300 kB. HEADs end before that; the DMTS keeps connections
+    # alive, so a stream may go on a connection a HEAD used. There are at most five connections before
+    # the first retry (the HEADs and four streams), so each stream is cut at least once in its first
+    # chunk (384 KiB), and a retry or a later chunk that lands on one of the six is cut again.
     relay = proxy(source.port, cut_after=cut, cut_count=6)
     dmts = serve(make_dmts_server(tmp_path / "dst", tls=server_tls, client_tls=service_client_ctx))
     status, body = copy(dmts.port, "/f.bin", {"Source": f"https://localhost:{relay.port}/f.bin",
@@ -52,13 +54,13 @@ def test_streams_cut_mid_transfer_are_resumed_from_the_cut(tmp_path, serve, make
     assert status == 202 and body.endswith("success: Created\n"), body
     assert (tmp_path / "dst" / "f.bin").read_bytes() == data
     # Each retry asks only from the last byte written before its stream was cut, not from the chunk's start.
-    firsts: dict[int, int] = {}
+    starts: dict[int, list[int]] = {}
     for _, s, e in source.server.ranges_served:
-        firsts.setdefault(e, s)
-    retries = [(s, e) for _, s, e in source.server.ranges_served if firsts[e] != s]
-    assert len(retries) == 4 and all(s > firsts[e] for s, e in retries)
+        starts.setdefault(e, []).append(s)
+    assert sum(1 for v in starts.values() if len(v) >= 2) >= 4  # every stream was cut
+    assert all(a < b for v in starts.values() for a, b in zip(v, v[1:], strict=False))
     # On the wire: the file, plus at most what each cut connection carried, plus TLS framing and handshakes.
-    assert relay.down_bytes <= len(data) * 1.01 + 4 * cut + 6 * 8192
+    assert relay.down_bytes <= len(data) * 1.01 + relay.cuts * cut + 6 * 8192
     assert [p.name for p in (tmp_path / "dst").iterdir()] == ["f.bin"]
 
 
