@@ -10,8 +10,8 @@ State is kept in memory while a transfer runs and written to a small SQLite file
 change of a transfer or a file, so a restarted API still reports finished transfers; a transfer
 that was running when the API stopped is reported `failed` ("interrupted").
 
-Every step is logged in the common event schema (`core.events.Event`). The schema has no transfer
-kinds yet, so DMS events use kind `policy` with `details["dms"]` naming the step (see `DMS_*`).
+Every step is logged in the common event schema (`core.events.Event`), with the transfer kinds of
+`core.events` (`transfer_submit`, `transfer_file_done`, ...), so one report reads them beside the VMM's.
 """
 from __future__ import annotations
 
@@ -30,14 +30,14 @@ from core.ports import TransferState, TransferStatus
 from core.transfer_order import FileEntry, plan_transfer
 from dms import client
 
-# Sub-kinds of DMS events (details["dms"]); the event kind itself is core.events.POLICY.
-DMS_SUBMIT = "transfer_submit"
-DMS_FILE_DONE = "file_done"
-DMS_FILE_FAILED = "file_failed"
-DMS_DONE = "transfer_done"
-DMS_FAILED = "transfer_failed"
-DMS_CANCELLED = "transfer_cancelled"
-DMS_INTERRUPTED = "transfer_interrupted"
+# The steps a transfer logs: event kinds of the common schema.
+DMS_SUBMIT = events.TRANSFER_SUBMIT
+DMS_FILE_DONE = events.TRANSFER_FILE_DONE
+DMS_FILE_FAILED = events.TRANSFER_FILE_FAILED
+DMS_DONE = events.TRANSFER_DONE
+DMS_FAILED = events.TRANSFER_FAILED
+DMS_CANCELLED = events.TRANSFER_CANCELLED
+DMS_INTERRUPTED = events.TRANSFER_INTERRUPTED
 
 # Below this many bytes per stream another stream costs more (a TLS handshake, a request) than it
 # gains; small files go with fewer streams than asked.
@@ -155,8 +155,8 @@ class EventLog:
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def emit(self, step: str, *, user: str | None, **details) -> events.Event:
-        ev = events.Event(t=time.time(), kind=events.POLICY, user=user, details={"dms": step, **details})
+    def emit(self, kind: str, *, user: str | None, **details) -> events.Event:
+        ev = events.Event(t=time.time(), kind=kind, user=user, details=details)
         if self.path:
             line = ev.to_json() + "\n"
             with self._lock:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from core import events
 from dms import api, orchestrator
 
 
@@ -185,10 +186,13 @@ def test_directory_transfer_small_first_over_real_tls(world, api_server, user_ce
     arrived = sorted(sizes, key=lambda p: (world["dst"] / p).stat().st_ctime_ns)
     assert arrived == sorted(sizes, key=lambda p: (sizes[p], p))
     evs = [json.loads(line) for line in Path(app.config["EVENT_LOG"]).read_text().splitlines()]
-    steps = [e["details"]["dms"] for e in evs]
-    assert steps[0] == orchestrator.DMS_SUBMIT and steps[-1] == orchestrator.DMS_DONE
-    assert steps.count(orchestrator.DMS_FILE_DONE) == len(sizes)
-    assert all(e["kind"] == "policy" and e["user"] == "alice" for e in evs)
+    steps = [e["kind"] for e in evs]
+    assert steps[0] == "transfer_submit" and steps[-1] == "transfer_done"
+    assert steps.count("transfer_file_done") == len(sizes)
+    assert all(e["user"] == "alice" and e["details"]["transfer"] == evs[0]["details"]["transfer"] for e in evs)
+    # The common schema's parser reads the DMS's log as it reads the VMM's.
+    parsed = events.parse_lines(Path(app.config["EVENT_LOG"]).read_text().splitlines(), source="dms log")
+    assert [e.kind for e in parsed] == steps
 
 
 def test_paths_current_directory_and_missing_paths(world, api_server, user_cert, ca_cert, make_file):
