@@ -14,6 +14,8 @@ def assign_requests(snapshot: Snapshot, config: Config, unavailable: set[str],
     A VM on a cloud about to go down is used only when nothing else is ready; among the rest the
     one nearest to the user wins, then the one that has waited longest (it would be recycled first).
     """
+    if not snapshot.requests:
+        return []  # most passes: nobody waiting
     ready: dict[str, list[Vm]] = {}
     for vm in snapshot.vms:
         if vm.state == VmState.READY and vm.id not in unavailable:
