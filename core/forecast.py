@@ -50,6 +50,7 @@ class PredictiveConfig:
     smoothing_seasonal: float = 0.1  # low, as hourly counts of a quiet pool are mostly noise)
     engine: str = "recursion"  # or "statsmodels" (same numbers, slower): see `holt_winters`
     dispersion: bool = True  # widen the reserve by the forecast's own past errors (negative binomial)
+    horizon_s: float = 7 * DAY  # the budget of waits is spent over this much of the forecast
 
 
 @dataclass(frozen=True)
@@ -188,55 +189,90 @@ def plan_reserves_jointly(series: Sequence[tuple], service_level: float) -> list
 
     Minimises idle reserve-hours + mu x expected waits hour by hour, with the multiplier mu found by
     bisection so the expected waits fit (1 - level) of all forecast arrivals: the waits go where a
-    ready VM would avoid the fewest (quiet hours of quiet pools), whichever pool that is.
+    ready VM would avoid the fewest (quiet hours of quiet pools, weekends), whichever pool that is.
+    One multiplier over the whole horizon is what makes the spending efficient: a wait avoided on a
+    Sunday night must not cost more reserve-hours than one avoided on a Monday morning.
     """
-    # One row per (pool, hour): the expected waits for each reserve k (k - floor in the column), inf
-    # where k is not allowed; argmin over k of k + mu x waits, vectorised over all rows.
-    rows, floors, lengths = [], [], []
-    total = 0.0
-    for rates, lead_s, floor, cap, *rest in series:
-        disp = rest[0] if rest else 0.0
-        lead_h = lead_s / HOUR
-        lengths.append(len(rates))
-        for r in rates:
-            r = max(0.0, float(r))
-            total += r
-            hi = max(floor, min(cap, poisson_quantile(r * lead_h * (1.0 + 4.0 * disp), 1.0 - 1e-4) + 2))
-            rows.append([r * wait_probability(r * lead_h, k, disp) for k in range(floor, hi + 1)])
-            floors.append(floor)
-    if not rows:
+    rates, means, disps, floors, caps, lengths = [], [], [], [], [], []
+    for r_seq, lead_s, floor, cap, *rest in series:
+        disp = max(0.0, float(rest[0])) if rest else 0.0
+        r = np.clip(np.asarray(r_seq, dtype=float), 0.0, None)
+        lengths.append(len(r))
+        rates.append(r)
+        means.append(r * (lead_s / HOUR))
+        disps.append(np.full(len(r), disp))
+        floors.append(np.full(len(r), int(floor)))
+        caps.append(np.full(len(r), int(cap)))
+    if not any(lengths):
         return [() for _ in series]
-    width = max(len(r) for r in rows)
-    waits = np.full((len(rows), width), np.inf)
-    for i, r in enumerate(rows):
-        waits[i, :len(r)] = r
-    ks = np.arange(width)[None, :] + np.asarray(floors)[:, None]
-    budget = (1.0 - service_level) * total
-    idx = np.arange(len(rows))
+    rate, mean, disp = np.concatenate(rates), np.concatenate(means), np.concatenate(disps)
+    floor, cap = np.concatenate(floors), np.concatenate(caps)
+    # Reserves worth considering: up to the 1 - 1e-4 quantile of a widened count, plus two.
+    wide = mean * (1.0 + 4.0 * disp)
+    width = int(max(floor.max(), min(cap.max(), wide.max() + 12.0 * math.sqrt(wide.max()) + 14.0))) + 1
+    ks = np.arange(width)
+    hi = np.maximum(floor, np.minimum(cap, _count_quantiles(wide, np.zeros_like(wide), 1.0 - 1e-4, width) + 2))
+    width = int(hi.max()) + 1  # the columns any row may pick
+    ks = ks[:width]
+    waits = rate[:, None] * _tail_table(mean, disp, width)  # expected waits in the hour for reserve k
+    allowed = (ks[None, :] >= floor[:, None]) & (ks[None, :] <= hi[:, None])
+    waits = np.where(allowed, waits, np.inf)
+    budget = (1.0 - service_level) * float(rate.sum())
+    idx = np.arange(len(rate))
 
     def choose(mu: float) -> tuple[np.ndarray, float]:
-        with np.errstate(invalid="ignore"):
-            pick = np.argmin(np.where(np.isinf(waits), np.inf, ks + mu * waits), axis=1)
-        return ks[idx, pick], float(waits[idx, pick].sum())
+        pick = np.argmin(ks[None, :] + mu * waits, axis=1)
+        return pick, float(waits[idx, pick].sum())
 
-    lo, hi = 0.0, 1.0
-    plan, spent = choose(hi)
-    while spent > budget and hi < 1e9:
-        hi *= 4.0
-        plan, spent = choose(hi)
+    # Bisection on log(mu): a run plans a week of hours per pool at every refit, so the iterations
+    # count; a relative precision of 1e-4 in mu is far below what the forecast itself can tell.
+    lo, up = 0.0, 1.0
+    plan, spent = choose(up)
+    while spent > budget and up < 1e9:
+        lo, up = up, up * 4.0
+        plan, spent = choose(up)
     if spent <= budget:
-        for _ in range(40):
-            mid = (lo + hi) / 2
+        lo = max(lo, up / 4.0) if up > 1.0 else 1e-6
+        while up / lo > 1.0001:
+            mid = math.sqrt(lo * up)
             p, w = choose(mid)
             if w > budget:
                 lo = mid
             else:
-                hi, plan = mid, p
+                up, plan = mid, p
     out, at = [], 0
     for n in lengths:
         out.append(tuple(int(k) for k in plan[at:at + n]))
         at += n
     return out
+
+
+def _count_pmf(mean: np.ndarray, disp: np.ndarray, width: int) -> np.ndarray:
+    """P(N = k) for k < width, one row per (mean, dispersion): Poisson, or negative binomial when the
+    rate itself is uncertain (Gamma with relative variance `disp`)."""
+    pmf = np.empty((len(mean), width))
+    nb = disp > 1e-9
+    shape = np.where(nb, 1.0 / np.where(nb, disp, 1.0), 1.0)
+    q = np.where(nb, mean / (shape + mean), 0.0)
+    pmf[:, 0] = np.where(nb, (1.0 - q) ** shape, np.exp(-mean))
+    for k in range(1, width):
+        pmf[:, k] = pmf[:, k - 1] * np.where(nb, (shape + k - 1) / k * q, mean / k)
+    return pmf
+
+
+def _tail_table(mean: np.ndarray, disp: np.ndarray, width: int) -> np.ndarray:
+    """P(N >= k) for k < width (the chance an arrival finds a reserve of k used up)."""
+    cdf = np.cumsum(_count_pmf(mean, disp, width), axis=1)
+    tail = np.ones((len(mean), width))
+    tail[:, 1:] = np.clip(1.0 - cdf[:, :-1], 0.0, 1.0)
+    return tail
+
+
+def _count_quantiles(mean: np.ndarray, disp: np.ndarray, level: float, width: int) -> np.ndarray:
+    """The least k < width with P(N <= k) >= level, per row (width - 1 if none)."""
+    cdf = np.cumsum(_count_pmf(mean, disp, width), axis=1)
+    reached = cdf >= level
+    return np.where(reached.any(axis=1), reached.argmax(axis=1), width - 1)
 
 
 def _floor(pool: PoolConfig, cfg: PredictiveConfig) -> int:
@@ -271,32 +307,85 @@ def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horiz
     # the seasonal terms learn single arrivals (one hour 2, the next 0) and the reserve follows them.
     if n >= 5:
         adj = np.convolve(np.pad(adj, 2, mode="edge"), SMOOTHING, mode="valid")
-    if n >= 48:
-        base = holt_winters(adj, cfg.smoothing_level, cfg.smoothing_seasonal, horizon_h,
-                            engine=cfg.engine)
-        method = "holt-winters"
-    else:  # one to two days: the last day's profile, lightly smoothed towards its mean
-        day = adj[-24:]
-        prof = 0.7 * day + 0.3 * day.mean()
-        base = np.array([prof[i % 24] for i in range(horizon_h)])
-        method = "seasonal-naive"
-    rates = np.clip(base, 0.0, None) * dow[_weekday(t_next, week_origin)]
-    rates = np.where(_covered(t_next, cal), rates * factor, rates)
-    dispersion = 0.0
-    if cfg.dispersion and n >= 72:
-        # How wrong was the same model a day ago about the last day? Errors beyond Poisson noise
-        # (bursts, shifts in volume) widen the reserve's distribution (method of moments).
+
+    def undo(base: np.ndarray, wd: np.ndarray, cal_hours: np.ndarray) -> np.ndarray:
+        """Back from the adjusted scale to expected counts: weekday shape and calendar put back."""
+        out = np.clip(base, 0.0, None) * dow[wd]
+        return np.where(cal_hours, out * factor, out)
+
+    # Which model: the one that best forecast the last day(s) from the days before (Poisson deviance
+    # of the raw counts), so a trace without a daily cycle gets the level model and one with a cycle
+    # a seasonal one, judged from the data alone. Its errors there also measure the dispersion.
+    methods = _methods(n)
+    method, dispersion = methods[0], 0.0
+    if n >= 72:
         k = 24
-        past = np.clip(holt_winters(adj[:-k], cfg.smoothing_level, cfg.smoothing_seasonal, k), 0.0, None)
-        past = past * dow[wd_hist[-k:]]
-        past = np.where(in_cal[-k:], past * factor, past)
-        if past.mean() > 0:
-            excess = float(np.mean((y[-k:] - past) ** 2) - past.mean())
-            dispersion = min(4.0, max(0.0, excess / float(np.mean(past ** 2))))
+        folds = [n - k] + ([n - 2 * k] if n >= 96 else [])
+        scores = {}
+        for m in methods:
+            dev, errs = 0.0, []
+            for end_i in folds:
+                past = undo(_forecast(m, adj[:end_i], k, cfg), wd_hist[end_i:end_i + k], in_cal[end_i:end_i + k])
+                dev += _poisson_deviance(y[end_i:end_i + k], past)
+                errs.append((y[end_i:end_i + k], past))
+            scores[m] = (dev, errs)
+        method = min(methods, key=lambda m: scores[m][0])
+        if cfg.dispersion:
+            # Errors beyond Poisson noise (bursts, shifts in volume) widen the reserve's distribution
+            # (method of moments on the chosen model's backtest).
+            obs = np.concatenate([e[0] for e in scores[method][1]])
+            past = np.concatenate([e[1] for e in scores[method][1]])
+            if past.mean() > 0:
+                excess = float(np.mean((obs - past) ** 2) - past.mean())
+                dispersion = min(4.0, max(0.0, excess / float(np.mean(past ** 2))))
+    rates = undo(_forecast(method, adj, horizon_h, cfg), _weekday(t_next, week_origin), _covered(t_next, cal))
     total = sum(c for _, c in history.locations) or 0
     locs = tuple((loc, c / total) for loc, c in history.locations if c) if total else ()
     return PoolForecast(history.pool, now, float(t_next[0]) if horizon_h else history.start + n * HOUR,
                         tuple(float(r) for r in rates), locs, float(factor), method, dispersion=dispersion)
+
+
+def _methods(n: int) -> tuple[str, ...]:
+    """The models worth trying on `n` hours of history (the first is the default)."""
+    if n >= 48:
+        return ("holt-winters", "profile", "level")
+    return ("seasonal-naive", "level")
+
+
+def _forecast(method: str, adj: np.ndarray, horizon_h: int, cfg: PredictiveConfig) -> np.ndarray:
+    """`horizon_h` hours ahead of the (adjusted, smoothed) series `adj` by one model.
+
+    - holt-winters: additive level and daily season, both adapting (`holt_winters`);
+    - profile: the mean day, recent days weighted more (half a weight per two days of age), the whole
+      day scaled so its volume follows the last day's: a daily cycle whose shape is stable;
+    - level: no season, the last half day's mean: bursty demand without a daily cycle;
+    - seasonal-naive: one to two days of history: the last day, lightly smoothed towards its mean.
+    """
+    n = len(adj)
+    if method == "holt-winters":
+        return holt_winters(adj, cfg.smoothing_level, cfg.smoothing_seasonal, horizon_h, engine=cfg.engine)
+    if method == "level":
+        return np.full(horizon_h, float(adj[-12:].mean()) if n else 0.0)
+    if method == "profile":
+        days = n // 24
+        tail = adj[n - 24 * days:].reshape(days, 24)
+        w = 0.5 ** ((days - 1 - np.arange(days)) / 2.0)
+        prof = (w[:, None] * tail).sum(axis=0) / w.sum()
+        if prof.sum() > 0:
+            prof = prof * (0.5 + 0.5 * tail[-1].sum() / prof.sum())
+        # Column c of `tail` holds history hours n - 24 days + c (mod 24): hour n + h is column h mod 24.
+        return np.array([prof[h % 24] for h in range(horizon_h)])
+    day = adj[-24:]
+    prof = 0.7 * day + 0.3 * day.mean()
+    return np.array([prof[i % 24] for i in range(horizon_h)])
+
+
+def _poisson_deviance(y: np.ndarray, mu: np.ndarray) -> float:
+    """How badly expected counts `mu` explain observed `y` (0: perfectly); mu is floored at 0.01/h."""
+    mu = np.maximum(mu, 0.01)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(y > 0, y * np.log(y / mu), 0.0)
+    return float(2.0 * np.sum(term - (y - mu)))
 
 
 def holt_winters(y: np.ndarray, alpha: float, gamma: float, horizon_h: int, *, period: int = 24,
@@ -381,8 +470,9 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
     notes: list[Note] = []
     if needs_refit(memory, now):
         boundary = refit_boundary(now, cfg)
-        # The budget of waits is spread over a day ahead at least, so a quiet night does not take it all.
-        horizon = max(24, int(math.ceil(cfg.refit_s / HOUR)) + 2)
+        # The budget of waits is spread over a week ahead (one multiplier for weekdays, nights and
+        # weekends alike), at least over the hours until the next refit.
+        horizon = max(int(math.ceil(cfg.horizon_s / HOUR)), int(math.ceil(cfg.refit_s / HOUR)) + 2)
         forecasts, fallback = {}, set()
         for pool in config.pools:
             h = histories.get(pool.name)

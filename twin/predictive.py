@@ -41,7 +41,14 @@ _KEYS = ["enabled", "service_level", "lead_buffer", "refit", "history", "min_his
 
 
 class PredictiveSizer:
-    """`sizer(snapshot) -> targets` for `twin.model.Twin`, with `next_change` and `locations`."""
+    """`sizer(snapshot) -> targets` for `twin.model.Twin`, with `next_change` and `locations`.
+
+    Its targets change only with time (hour boundaries, lead points, refits: `next_change`) and with
+    requests (which poke a pass anyway), never with a boot finishing or a VM released: hence
+    `follows_vms = False`, which tells the twin those events need no extra pass.
+    """
+
+    follows_vms = False
 
     def __init__(self, scenario: Scenario, cfg: PredictiveConfig, *, emit: Callable[..., None] | None = None):
         self.config = scenario.config
@@ -54,7 +61,7 @@ class PredictiveSizer:
         self.calendar: tuple[CalendarEntry, ...] = tuple(cal.entries) if cal is not None else ()
         self._emit = emit
         self._seen: set[str] = set()
-        self._counts: dict[str, dict[int, int]] = {p.name: {} for p in self.config.pools}
+        self._counts: dict[str, list[int]] = {p.name: [] for p in self.config.pools}  # per hour from 0
         self._locs: dict[str, dict[int, dict[str, int]]] = {p.name: {} for p in self.config.pools}
         self._next_change = -math.inf
         self._targets: dict[str, int] = {}
@@ -70,7 +77,9 @@ class PredictiveSizer:
             counts = self._counts.get(r.pool)
             if counts is None:
                 continue
-            counts[h] = counts.get(h, 0) + 1
+            if h >= len(counts):
+                counts.extend([0] * (h + 1 - len(counts)))
+            counts[h] += 1
             per = self._locs[r.pool].setdefault(h, {})
             per[r.location] = per.get(r.location, 0) + 1
 
@@ -88,7 +97,8 @@ class PredictiveSizer:
             for h in hours:
                 for loc, c in self._locs[pool].get(h, {}).items():
                     locs[loc] = locs.get(loc, 0) + c
-            out[pool] = DemandHistory(pool, first * HOUR, tuple(counts.get(h, 0) for h in hours),
+            got = counts[first:end_h]
+            out[pool] = DemandHistory(pool, first * HOUR, tuple(got) + (0,) * (len(hours) - len(got)),
                                       tuple(sorted(locs.items())))
         return out
 
