@@ -44,7 +44,7 @@ def evaluate(name: str, scenario: Path, seeds: tuple[int, ...], client) -> bool:
     fallback = tuple((k, (v,)) for k, v in start.overrides if k.endswith("min_ready")) if start else ()
     predictive = Grid(settings=(*fallback, ("policy.predictive", tuple(
         {"enabled": True, "floor": 0, "service_level": s, "lead_buffer": b}
-        for b in (0, 60) for s in (0.95, 0.96, 0.97, 0.98, 0.99)))),
+        for b in (0, 60) for s in (0.93, 0.95, 0.96, 0.97, 0.98, 0.99)))),
         seeds=seeds, oracle=False)
     points += run_sweep(scenario, predictive, client=client, progress=False)
     oracle = next(p for p in points if p.kind == "oracle")

@@ -75,6 +75,10 @@ class DemandHistory:
     start: float
     counts: tuple[int, ...]
     locations: tuple[tuple[str, int], ...] = ()  # requests per user location over the same span
+    # Per hour, how many of its requests found at least 1, 2, 3 others of the pool within `crowd_window_s`
+    # before them: what reserves of 1, 2, 3 would have let wait (empty: not measured).
+    crowded: tuple[tuple[int, int, int], ...] = ()
+    crowd_window_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -153,10 +157,13 @@ def poisson_quantile(mean: float, level: float) -> int:
 
 
 def wait_probability(mean_in_lead: float, reserve: int, dispersion: float = 0.0) -> float:
-    """P(N >= reserve): the chance an arrival finds the reserve used up, N the arrivals within the lead.
+    """P(N >= reserve): the chance an arrival finds the reserve used up, N the others that arrived
+    within the lead before it.
 
     N is Poisson at the forecast mean; with `dispersion` c2 > 0 the rate itself is uncertain (Gamma
-    with relative variance c2, as the forecast's past errors showed), which makes N negative binomial.
+    with relative variance c2: the forecast's past errors, bursts), and N is negative binomial as an
+    arrival sees it: arrivals come more often when the rate is high, so they see the size-biased
+    rate (Gamma shape 1/c2 + 1, mean N = mean x (1 + c2)), not the average hour's.
     """
     if reserve <= 0:
         return 1.0
@@ -169,6 +176,7 @@ def wait_probability(mean_in_lead: float, reserve: int, dispersion: float = 0.0)
         return max(0.0, 1.0 - cdf)
     shape = 1.0 / dispersion
     q = mean_in_lead / (shape + mean_in_lead)
+    shape += 1.0  # size-biased (Palm): what an arrival sees
     p = (1.0 - q) ** shape
     cdf = p
     for j in range(reserve - 1):
@@ -248,12 +256,13 @@ def plan_reserves_jointly(series: Sequence[tuple], service_level: float) -> list
 
 
 def _count_pmf(mean: np.ndarray, disp: np.ndarray, width: int) -> np.ndarray:
-    """P(N = k) for k < width, one row per (mean, dispersion): Poisson, or negative binomial when the
-    rate itself is uncertain (Gamma with relative variance `disp`)."""
+    """P(N = k) for k < width, one row per (mean, dispersion): Poisson, or negative binomial as an
+    arrival sees it when the rate itself is uncertain (see `wait_probability`)."""
     pmf = np.empty((len(mean), width))
     nb = disp > 1e-9
     shape = np.where(nb, 1.0 / np.where(nb, disp, 1.0), 1.0)
     q = np.where(nb, mean / (shape + mean), 0.0)
+    shape = shape + 1.0  # size-biased (Palm), as in `wait_probability`
     pmf[:, 0] = np.where(nb, (1.0 - q) ** shape, np.exp(-mean))
     for k in range(1, width):
         pmf[:, k] = pmf[:, k - 1] * np.where(nb, (shape + k - 1) / k * q, mean / k)
@@ -305,6 +314,7 @@ def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horiz
     adj = adj / dow[wd_hist]
     # Hourly counts of a quiet pool are mostly Poisson noise: smooth over neighbouring hours first, or
     # the seasonal terms learn single arrivals (one hour 2, the next 0) and the reserve follows them.
+    sharp = adj  # unsmoothed, for a profile of a cycle sharper than the smoothing (jobs every 3 h)
     if n >= 5:
         adj = np.convolve(np.pad(adj, 2, mode="edge"), SMOOTHING, mode="valid")
 
@@ -318,14 +328,20 @@ def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horiz
     # a seasonal one, judged from the data alone. Its errors there also measure the dispersion.
     methods = _methods(n)
     method, dispersion = methods[0], 0.0
+    hw: dict[int, np.ndarray] = {}
     if n >= 72:
         k = 24
         folds = [n - k] + ([n - 2 * k] if n >= 96 else [])
         scores = {}
+        if "holt-winters" in methods and cfg.engine == "recursion":
+            hw = holt_winters_from(adj, cfg.smoothing_level, cfg.smoothing_seasonal,
+                                   {**dict.fromkeys(folds, k), n: horizon_h})
         for m in methods:
             dev, errs = 0.0, []
             for end_i in folds:
-                past = undo(_forecast(m, adj[:end_i], k, cfg), wd_hist[end_i:end_i + k], in_cal[end_i:end_i + k])
+                series = sharp if m == "sharp-profile" else adj
+                base = hw[end_i] if m == "holt-winters" and hw else _forecast(m, series[:end_i], k, cfg)
+                past = undo(base, wd_hist[end_i:end_i + k], in_cal[end_i:end_i + k])
                 dev += _poisson_deviance(y[end_i:end_i + k], past)
                 errs.append((y[end_i:end_i + k], past))
             scores[m] = (dev, errs)
@@ -335,20 +351,53 @@ def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horiz
             # (method of moments on the chosen model's backtest).
             obs = np.concatenate([e[0] for e in scores[method][1]])
             past = np.concatenate([e[1] for e in scores[method][1]])
-            if past.mean() > 0:
+            crowd = _crowd_dispersion(history, folds, k, past)
+            if crowd is not None:
+                dispersion = crowd
+            elif past.mean() > 0:
                 excess = float(np.mean((obs - past) ** 2) - past.mean())
                 dispersion = min(4.0, max(0.0, excess / float(np.mean(past ** 2))))
-    rates = undo(_forecast(method, adj, horizon_h, cfg), _weekday(t_next, week_origin), _covered(t_next, cal))
+    base = hw[n] if method == "holt-winters" and hw else \
+        _forecast(method, sharp if method == "sharp-profile" else adj, horizon_h, cfg)
+    rates = undo(base, _weekday(t_next, week_origin), _covered(t_next, cal))
     total = sum(c for _, c in history.locations) or 0
     locs = tuple((loc, c / total) for loc, c in history.locations if c) if total else ()
     return PoolForecast(history.pool, now, float(t_next[0]) if horizon_h else history.start + n * HOUR,
                         tuple(float(r) for r in rates), locs, float(factor), method, dispersion=dispersion)
 
 
+PROFILE_PRIOR_DAYS = 2.0
+DISPERSIONS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def _crowd_dispersion(history: DemandHistory, folds: Sequence[int], k: int, past: np.ndarray) -> float | None:
+    """The dispersion under which the backtest's forecast best explains how many arrivals found 1, 2
+    or 3 others within the lead time before them (the waits reserves of 1, 2, 3 would have seen).
+
+    This calibrates the very quantity the sizer plans with, at the scale it matters: hourly counts
+    miss clustering within the hour (a burst of five requests within a minute is an ordinary hour).
+    None when not measured.
+    """
+    if len(history.crowded) != len(history.counts) or history.crowd_window_s <= 0:
+        return None
+    obs = np.zeros(3)
+    for i in folds:
+        obs += np.asarray(history.crowded[i:i + k], dtype=float).reshape(-1, 3).sum(axis=0)
+    mean = past * history.crowd_window_s / HOUR
+    best, best_err = 0.0, math.inf
+    for d in DISPERSIONS:
+        tail = _tail_table(mean, np.full(len(mean), d), 4)[:, 1:]  # P(N >= 1, 2, 3)
+        model = (past[:, None] * tail).sum(axis=0)
+        err = float(np.sum((obs - model) ** 2 / (model + 1.0)))
+        if err < best_err - 1e-12:
+            best, best_err = d, err
+    return best
+
+
 def _methods(n: int) -> tuple[str, ...]:
     """The models worth trying on `n` hours of history (the first is the default)."""
     if n >= 48:
-        return ("holt-winters", "profile", "level")
+        return ("holt-winters", "profile", "sharp-profile", "level")
     return ("seasonal-naive", "level")
 
 
@@ -358,6 +407,8 @@ def _forecast(method: str, adj: np.ndarray, horizon_h: int, cfg: PredictiveConfi
     - holt-winters: additive level and daily season, both adapting (`holt_winters`);
     - profile: the mean day, recent days weighted more (half a weight per two days of age), the whole
       day scaled so its volume follows the last day's: a daily cycle whose shape is stable;
+    - sharp-profile: the same on the unsmoothed counts (the caller passes them): a cycle within the
+      day that smoothing would blur, e.g. jobs submitted every three hours;
     - level: no season, the last half day's mean: bursty demand without a daily cycle;
     - seasonal-naive: one to two days of history: the last day, lightly smoothed towards its mean.
     """
@@ -366,11 +417,14 @@ def _forecast(method: str, adj: np.ndarray, horizon_h: int, cfg: PredictiveConfi
         return holt_winters(adj, cfg.smoothing_level, cfg.smoothing_seasonal, horizon_h, engine=cfg.engine)
     if method == "level":
         return np.full(horizon_h, float(adj[-12:].mean()) if n else 0.0)
-    if method == "profile":
+    if method in ("profile", "sharp-profile"):
         days = n // 24
         tail = adj[n - 24 * days:].reshape(days, 24)
         w = 0.5 ** ((days - 1 - np.arange(days)) / 2.0)
-        prof = (w[:, None] * tail).sum(axis=0) / w.sum()
+        # Shrunk towards the mean hour by PROFILE_PRIOR_DAYS of weight: each hour is seen only once a
+        # day, and the sizer leaves the hours that look quietest without a VM, so an hour that was
+        # quiet by chance would otherwise take the waits (the winner's curse).
+        prof = ((w[:, None] * tail).sum(axis=0) + PROFILE_PRIOR_DAYS * tail.mean()) / (w.sum() + PROFILE_PRIOR_DAYS)
         if prof.sum() > 0:
             prof = prof * (0.5 + 0.5 * tail[-1].sum() / prof.sum())
         # Column c of `tail` holds history hours n - 24 days + c (mod 24): hour n + h is column h mod 24.
@@ -408,14 +462,28 @@ def holt_winters(y: np.ndarray, alpha: float, gamma: float, horizon_h: int, *, p
                                      initial_seasonal=season0)
         fit = model.fit(smoothing_level=alpha, smoothing_seasonal=gamma, optimized=False)
         return np.asarray(fit.forecast(horizon_h), dtype=float)
-    level = level0
-    season = list(season0)
+    return holt_winters_from(y, alpha, gamma, {len(y): horizon_h}, period=period)[len(y)]
+
+
+def holt_winters_from(y: np.ndarray, alpha: float, gamma: float, cuts: Mapping[int, int], *,
+                      period: int = 24) -> dict[int, np.ndarray]:
+    """`holt_winters` on `y[:cut]` for each cut (>= 2 periods) at once, `cuts[cut]` hours ahead each.
+
+    The recursion on `y[:cut]` is the first `cut` steps of the one on `y` (same initial state from
+    the first two periods), so one pass serves the backtest folds and the forecast alike.
+    """
+    y = np.asarray(y, dtype=float)
+    level = float(y[:2 * period].mean())
+    season = list(y[:period] - level)
+    levels = {}
     for t, obs in enumerate(y.tolist()):
+        if t in cuts:
+            levels[t] = level
         s = season[t]
         season.append(gamma * (obs - level) + (1.0 - gamma) * s)
         level = alpha * (obs - s) + (1.0 - alpha) * level
-    n = len(y)
-    return np.array([level + season[n + h % period] for h in range(horizon_h)])
+    levels[len(y)] = level
+    return {cut: np.array([levels[cut] + season[cut + h % period] for h in range(k)]) for cut, k in cuts.items()}
 
 
 def _weekday(t: np.ndarray, week_origin: float) -> np.ndarray:

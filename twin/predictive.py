@@ -18,6 +18,7 @@ it sees, passes that history to the pure sizer, keeps the sizer's memory, and lo
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from core.forecast import (
     DemandHistory,
     ForecastMemory,
     PredictiveConfig,
+    lead_time_s,
     needs_refit,
     predict_targets,
     refit_boundary,
@@ -62,6 +64,10 @@ class PredictiveSizer:
         self._emit = emit
         self._seen: set[str] = set()
         self._counts: dict[str, list[int]] = {p.name: [] for p in self.config.pools}  # per hour from 0
+        # Per hour, how many requests found at least 1, 2, 3 others of the pool within the lead time.
+        self._crowded: dict[str, list[list[int]]] = {p.name: [] for p in self.config.pools}
+        self._recent: dict[str, deque[float]] = {p.name: deque() for p in self.config.pools}
+        self._window = {p.name: lead_time_s(p, self.config, cfg) for p in self.config.pools}
         self._locs: dict[str, dict[int, dict[str, int]]] = {p.name: {} for p in self.config.pools}
         self._next_change = -math.inf
         self._targets: dict[str, int] = {}
@@ -77,9 +83,17 @@ class PredictiveSizer:
             counts = self._counts.get(r.pool)
             if counts is None:
                 continue
+            crowded = self._crowded[r.pool]
             if h >= len(counts):
+                crowded.extend([0, 0, 0] for _ in range(h + 1 - len(counts)))
                 counts.extend([0] * (h + 1 - len(counts)))
             counts[h] += 1
+            recent, window = self._recent[r.pool], self._window[r.pool]
+            while recent and recent[0] < r.requested_at - window:
+                recent.popleft()
+            for i in range(min(3, len(recent))):
+                crowded[h][i] += 1
+            recent.append(r.requested_at)
             per = self._locs[r.pool].setdefault(h, {})
             per[r.location] = per.get(r.location, 0) + 1
 
@@ -97,9 +111,11 @@ class PredictiveSizer:
             for h in hours:
                 for loc, c in self._locs[pool].get(h, {}).items():
                     locs[loc] = locs.get(loc, 0) + c
-            got = counts[first:end_h]
-            out[pool] = DemandHistory(pool, first * HOUR, tuple(got) + (0,) * (len(hours) - len(got)),
-                                      tuple(sorted(locs.items())))
+            pad = (0,) * (len(hours) - len(counts[first:end_h]))
+            out[pool] = DemandHistory(pool, first * HOUR, tuple(counts[first:end_h]) + pad,
+                                      tuple(sorted(locs.items())),
+                                      tuple(tuple(c) for c in self._crowded[pool][first:end_h])
+                                      + ((0, 0, 0),) * len(pad), self._window[pool])
         return out
 
     def __call__(self, snapshot: Snapshot) -> dict[str, int] | None:
