@@ -51,6 +51,7 @@ class PredictiveConfig:
     engine: str = "recursion"  # or "statsmodels" (same numbers, slower): see `holt_winters`
     dispersion: bool = True  # widen the reserve by the forecast's own past errors (negative binomial)
     horizon_s: float = 7 * DAY  # the budget of waits is spent over this much of the forecast
+    select_s: float = DAY  # the model and its dispersion are chosen again at refits aligned to this
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class ForecastMemory:
     forecasts: Mapping[str, PoolForecast] = field(default_factory=dict)
     fallback: frozenset[str] = frozenset()  # pools on the reactive reserve (too little history)
     next_refit: float = -math.inf
+    leads: Mapping[str, float] = field(default_factory=dict)  # each pool's lead time at the last refit
 
 
 @dataclass(frozen=True)
@@ -296,10 +298,13 @@ def lead_time_s(pool: PoolConfig, config: Config, cfg: PredictiveConfig) -> floa
 
 
 def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horizon_h: int,
-             week_origin: float = 0.0, calendar: Sequence[CalendarEntry] = ()) -> PoolForecast:
+             week_origin: float = 0.0, calendar: Sequence[CalendarEntry] = (),
+             choice: tuple[str, float] | None = None) -> PoolForecast:
     """Fit one pool's model on its history and forecast `horizon_h` hours from the end of it.
 
     `week_origin`: a time (in the history's time base) at which a week starts, Monday 00:00.
+    `choice`: (method, dispersion) chosen at an earlier refit, kept instead of backtesting again
+    (ignored if the method does not fit this much history).
     """
     y = np.asarray(history.counts, dtype=float)
     n = len(y)
@@ -329,7 +334,9 @@ def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horiz
     methods = _methods(n)
     method, dispersion = methods[0], 0.0
     hw: dict[int, np.ndarray] = {}
-    if n >= 72:
+    if choice is not None and choice[0] in methods:
+        method, dispersion = choice
+    elif n >= 72:
         k = 24
         folds = [n - k] + ([n - 2 * k] if n >= 96 else [])
         scores = {}
@@ -357,6 +364,8 @@ def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horiz
             elif past.mean() > 0:
                 excess = float(np.mean((obs - past) ** 2) - past.mean())
                 dispersion = min(4.0, max(0.0, excess / float(np.mean(past ** 2))))
+    if method == "holt-winters" and not hw and cfg.engine == "recursion":
+        hw = holt_winters_from(adj, cfg.smoothing_level, cfg.smoothing_seasonal, {n: horizon_h})
     base = hw[n] if method == "holt-winters" and hw else \
         _forecast(method, sharp if method == "sharp-profile" else adj, horizon_h, cfg)
     rates = undo(base, _weekday(t_next, week_origin), _covered(t_next, cal))
@@ -384,14 +393,12 @@ def _crowd_dispersion(history: DemandHistory, folds: Sequence[int], k: int, past
     for i in folds:
         obs += np.asarray(history.crowded[i:i + k], dtype=float).reshape(-1, 3).sum(axis=0)
     mean = past * history.crowd_window_s / HOUR
-    best, best_err = 0.0, math.inf
-    for d in DISPERSIONS:
-        tail = _tail_table(mean, np.full(len(mean), d), 4)[:, 1:]  # P(N >= 1, 2, 3)
-        model = (past[:, None] * tail).sum(axis=0)
-        err = float(np.sum((obs - model) ** 2 / (model + 1.0)))
-        if err < best_err - 1e-12:
-            best, best_err = d, err
-    return best
+    grid = np.asarray(DISPERSIONS)
+    # P(N >= 1, 2, 3) for every hour under every candidate dispersion at once: rows (dispersion, hour).
+    tail = _tail_table(np.tile(mean, len(grid)), np.repeat(grid, len(mean)), 4)[:, 1:]
+    model = (np.tile(past, len(grid))[:, None] * tail).reshape(len(grid), len(mean), 3).sum(axis=1)
+    err = np.sum((obs[None, :] - model) ** 2 / (model + 1.0), axis=1)
+    return float(grid[int(np.argmin(err))])  # the first (least) dispersion among equals
 
 
 def _methods(n: int) -> tuple[str, ...]:
@@ -542,6 +549,9 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
         # weekends alike), at least over the hours until the next refit.
         horizon = max(int(math.ceil(cfg.horizon_s / HOUR)), int(math.ceil(cfg.refit_s / HOUR)) + 2)
         forecasts, fallback = {}, set()
+        leads = {p.name: lead_time_s(p, config, cfg) for p in config.pools}
+        # Choose models again on the first refit past each multiple of select_s; else keep them.
+        select = math.floor(boundary / cfg.select_s) != math.floor((boundary - cfg.refit_s) / cfg.select_s)
         for pool in config.pools:
             h = histories.get(pool.name)
             span = len(h.counts) * HOUR if h is not None else 0.0
@@ -551,14 +561,16 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
                                   {"history_h": span / HOUR, "needed_h": cfg.min_history_s / HOUR,
                                    "fallback": "reactive", "min_ready": pool.min_ready}))
                 continue
+            old = memory.forecasts.get(pool.name)
+            choice = None if select or old is None else (old.method, old.dispersion)
             forecasts[pool.name] = fit_pool(h, cfg, now=now, horizon_h=horizon, week_origin=week_origin,
-                                            calendar=calendar)
+                                            calendar=calendar, choice=choice)
         # One budget of waits for all forecast pools (the facility's service level), unless per pool.
         pools = [p for p in config.pools if p.name in forecasts]
         groups = [[p] for p in pools] if cfg.per_pool_budget else [pools]
         for group in groups:
             plans = plan_reserves_jointly(
-                [(forecasts[p.name].rates, lead_time_s(p, config, cfg), _floor(p, cfg), p.max_total,
+                [(forecasts[p.name].rates, leads[p.name], _floor(p, cfg), p.max_total,
                   forecasts[p.name].dispersion) for p in group],
                 cfg.service_level)
             for p, plan in zip(group, plans, strict=True):
@@ -567,7 +579,7 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
                     "history_h": len(histories[p.name].counts), "method": f.method,
                     "calendar_factor": round(f.calendar_factor, 3),
                     "next_hours": [round(r, 3) for r in f.rates[:6]], "reserves": list(plan[:6])}))
-        memory = ForecastMemory(forecasts, frozenset(fallback), boundary + cfg.refit_s)
+        memory = ForecastMemory(forecasts, frozenset(fallback), boundary + cfg.refit_s, leads)
     targets: dict[str, int] = {}
     locations: dict[str, tuple[tuple[str, float], ...]] = {}
     next_change = memory.next_refit
@@ -578,7 +590,8 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
         if f is None:
             targets[pool.name] = pool.min_ready
             continue
-        lead = lead_time_s(pool, config, cfg)
+        lead = memory.leads.get(pool.name)
+        lead = lead_time_s(pool, config, cfg) if lead is None else lead
         switch = hour_end - lead  # from here on, the next hour's demand is what a launch now serves
         reserve = f.reserve_at(now)
         reserve = floor if reserve is None else reserve

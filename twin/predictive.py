@@ -65,7 +65,8 @@ class PredictiveSizer:
         self._seen: set[str] = set()
         self._counts: dict[str, list[int]] = {p.name: [] for p in self.config.pools}  # per hour from 0
         # Per hour, how many requests found at least 1, 2, 3 others of the pool within the lead time.
-        self._crowded: dict[str, list[list[int]]] = {p.name: [] for p in self.config.pools}
+        self._crowded: dict[str, tuple[list[int], list[int], list[int]]] = {
+            p.name: ([], [], []) for p in self.config.pools}
         self._recent: dict[str, deque[float]] = {p.name: deque() for p in self.config.pools}
         self._window = {p.name: lead_time_s(p, self.config, cfg) for p in self.config.pools}
         self._locs: dict[str, dict[int, dict[str, int]]] = {p.name: {} for p in self.config.pools}
@@ -85,14 +86,15 @@ class PredictiveSizer:
                 continue
             crowded = self._crowded[r.pool]
             if h >= len(counts):
-                crowded.extend([0, 0, 0] for _ in range(h + 1 - len(counts)))
+                for column in crowded:
+                    column.extend([0] * (h + 1 - len(counts)))
                 counts.extend([0] * (h + 1 - len(counts)))
             counts[h] += 1
             recent, window = self._recent[r.pool], self._window[r.pool]
             while recent and recent[0] < r.requested_at - window:
                 recent.popleft()
             for i in range(min(3, len(recent))):
-                crowded[h][i] += 1
+                crowded[i][h] += 1
             recent.append(r.requested_at)
             per = self._locs[r.pool].setdefault(h, {})
             per[r.location] = per.get(r.location, 0) + 1
@@ -114,7 +116,7 @@ class PredictiveSizer:
             pad = (0,) * (len(hours) - len(counts[first:end_h]))
             out[pool] = DemandHistory(pool, first * HOUR, tuple(counts[first:end_h]) + pad,
                                       tuple(sorted(locs.items())),
-                                      tuple(tuple(c) for c in self._crowded[pool][first:end_h])
+                                      tuple(zip(*(c[first:end_h] for c in self._crowded[pool]), strict=True))
                                       + ((0, 0, 0),) * len(pad), self._window[pool])
         return out
 
