@@ -533,6 +533,34 @@ def _weekday_shape(y: np.ndarray, t: np.ndarray, week_origin: float) -> np.ndarr
     return out
 
 
+def _target_and_change(f: PoolForecast, now: float, lead: float, floor: int, cap: int, until: float
+                       ) -> tuple[int, float]:
+    """The pool's reserve at `now` and the next time it differs (at most `until`).
+
+    Within hour j the reserve is hour j's, except in its last `lead` seconds, where it is already
+    hour j+1's if that is larger: VMs launched then are ready when that hour's demand comes. A pass
+    is needed only where the value changes, not at every hour boundary and lead point.
+    """
+    def at(j: int) -> int:
+        r = f.reserve_at(f.start + j * HOUR + 1.0)
+        return min(cap, max(floor, floor if r is None else r))
+
+    j = int(math.floor((now - f.start) / HOUR))
+    hour_end = f.start + (j + 1) * HOUR
+    here, ahead = at(j), at(j + 1)
+    target = max(here, ahead) if now >= hour_end - lead else here
+    while True:
+        # The segment boundaries of hour j after now: its lead point, then its end.
+        for t, value in ((hour_end - lead, max(here, ahead)), (hour_end, ahead)):
+            if t > now and value != target:
+                return target, min(t, until)
+        if hour_end >= until or j > len(f.reserves):  # past the plan: the floor until the next refit
+            return target, until
+        j += 1
+        hour_end += HOUR
+        here, ahead = ahead, at(j + 1)
+
+
 def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg: PredictiveConfig,
                     memory: ForecastMemory | None = None, *, now: float, week_origin: float = 0.0,
                     calendar: Sequence[CalendarEntry] = ()) -> Sizing:
@@ -583,7 +611,6 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
     targets: dict[str, int] = {}
     locations: dict[str, tuple[tuple[str, float], ...]] = {}
     next_change = memory.next_refit
-    hour_end = (math.floor(now / HOUR) + 1) * HOUR
     for pool in config.pools:
         floor = _floor(pool, cfg)
         f = memory.forecasts.get(pool.name)
@@ -592,15 +619,9 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
             continue
         lead = memory.leads.get(pool.name)
         lead = lead_time_s(pool, config, cfg) if lead is None else lead
-        switch = hour_end - lead  # from here on, the next hour's demand is what a launch now serves
-        reserve = f.reserve_at(now)
-        reserve = floor if reserve is None else reserve
-        if now >= switch:
-            reserve = max(reserve, f.reserve_at(hour_end) or 0)
-            next_change = min(next_change, hour_end)
-        else:
-            next_change = min(next_change, switch)
-        targets[pool.name] = min(pool.max_total, max(floor, reserve))
+        target, change = _target_and_change(f, now, lead, floor, pool.max_total, memory.next_refit)
+        targets[pool.name] = target
+        next_change = min(next_change, change)
         if f.locations:
             locations[pool.name] = f.locations
     return Sizing(targets, locations, memory, tuple(notes), next_change)

@@ -82,11 +82,33 @@ def test_targets_follow_the_daily_cycle_and_switch_one_lead_ahead():
     peak = predict_targets(hist, CONFIG, cfg, mem, now=day + 10 * 3600).targets["p"]
     assert night == 0 and peak >= 2
     lead = 90.0 + cfg.lead_buffer_s
-    before = predict_targets(hist, CONFIG, cfg, mem, now=day + 7 * 3600 - lead - 1)
-    at = predict_targets(hist, CONFIG, cfg, mem, now=day + 7 * 3600 - lead)
-    assert before.next_change == day + 7 * 3600 - lead
-    assert at.targets["p"] >= before.targets["p"] and at.next_change == day + 7 * 3600
+    plan = mem.forecasts["p"].reserves
+    rise = next(h for h in range(1, 24) if plan[h] > plan[h - 1])  # the morning's first rise
+    before = predict_targets(hist, CONFIG, cfg, mem, now=day + 3 * 3600)
+    assert before.next_change == day + rise * 3600 - lead  # no pass at hours whose reserve is the same
+    at = predict_targets(hist, CONFIG, cfg, mem, now=day + rise * 3600 - lead)
+    assert at.targets["p"] == plan[rise] > before.targets["p"]
+    assert at.next_change > day + rise * 3600 - lead
     assert dict(at.locations["p"]) == {"home": 0.75, "remote": 0.25}
+
+
+H = 3600.0
+
+
+@pytest.mark.parametrize("reserves,now,target,change", [
+    ((0, 0, 2, 2, 1), 0.0, 0, 2 * H - 100),  # rises one lead before hour 2
+    ((0, 0, 2, 2, 1), 2 * H - 100, 2, 4 * H),  # holds through hour 3, falls when hour 4 starts
+    ((0, 0, 2, 2, 1), 2 * H - 101, 0, 2 * H - 100),
+    ((3, 1, 1, 1, 1), 10.0, 3, H),  # a fall waits for the hour's end (no lead point)
+    ((1, 1, 1, 1, 1), 0.0, 1, 5 * H),  # nothing changes until the plan ends (the floor: 1)
+    ((0, 0, 0), 0.0, 1, 9 * H),  # floor 1 everywhere: no change before the refit
+])
+def test_target_and_its_next_change(reserves, now, target, change):
+    from core.forecast import PoolForecast, _target_and_change
+
+    f = PoolForecast("p", 0.0, 0.0, (1.0,) * len(reserves), reserves=reserves)
+    floor = 1 if reserves == (0, 0, 0) else 0
+    assert _target_and_change(f, now, 100.0, floor, 10, 9 * H) == (target, change)
 
 
 def test_never_below_the_floor():
