@@ -1,22 +1,29 @@
 """Predictive sizing: reserves from a forecast of arrivals instead of a fixed `min_ready`.
 
-Pure: hourly request counts in (the shell accumulates them from its own log), targets out. Per
-pool, a Holt-Winters model (statsmodels, additive daily seasonality) is fitted to the last
-`window_s` of history after removing a day-of-week shape (with a week or more of history) and the
-effect of the facility calendar (beam-times: a multiplier learned from past calendar hours, else the
-planner's declared one). The model is refitted on a fixed schedule (`refit_s`, aligned to multiples
-of it), never per pass: the fit lives in `ForecastMemory`, passed in and out.
+Pure: hourly request counts in (the shell accumulates them from its own log), targets out. Per pool,
+the counts of the last `window_s` are adjusted for a day-of-week shape (with a week or more of
+history) and the facility calendar (beam-times: a multiplier learned from past calendar hours, else
+the planner's declared one), then forecast by one of a few models: additive Holt-Winters with a daily
+season (the recursion statsmodels' ExponentialSmoothing runs, or statsmodels itself), a mean-day
+profile (smoothed, or sharp for cycles within the day such as jobs every three hours), or a level
+without season. The model is the one that best forecast the last one or two days from the days
+before (Poisson deviance), chosen again once a day from the data alone, never from a scenario name:
+a bursty trace without a daily cycle gets the level model. Fits happen on a fixed schedule
+(`refit_s`, aligned to multiples of it), never per pass: they live in `ForecastMemory`.
 
-Each pool's reserve for an hour is a quantile of a Poisson count at the forecast mean of arrivals
-within the lead time (the pool's expected boot plus `lead_buffer_s`): with a reserve R kept topped
-up, an arriving user waits when R or more others arrived within the last lead time, so
-P(wait) = P(N >= R). The quantile's level differs by hour: the sizer spends the pool's budget of
-waits, (1 - `service_level`) of the arrivals forecast over the coming day, where a ready VM costs the
-most per wait avoided (quiet hours), by a Lagrange multiplier found by bisection. A fixed level per
-hour would either keep a VM idle all night for one arrival or never keep one at a quiet pool. The
-reserve is never below the floor, and switches to the next hour's reserve one lead time before that
-hour starts, so VMs are ready when its demand comes. With less than `min_history_s` of history a pool falls back to the
-reactive reserve, and the sizing says so in its notes.
+Each pool's reserve for an hour comes from the chance an arrival finds it used up: with a reserve R
+kept topped up, an arrival waits when R or more others arrived within the lead time (the pool's
+expected boot plus `lead_buffer_s`) before it. That count is Poisson at the forecast rate, or, when
+the forecast's backtest shows arrivals more crowded than that (bursts within the hour, errors in
+volume), negative binomial as an arrival sees it (size-biased). The levels differ by hour: the sizer
+spends one budget of waits, (1 - `service_level`) of the arrivals forecast over the coming week, where
+a ready VM costs the most per wait avoided (quiet hours, weekends, quiet pools), by one Lagrange
+multiplier found by bisection. A fixed level per hour would either keep a VM idle all night for one
+arrival or never keep one at a quiet pool. The reserve is never below the floor, and switches to the
+next hour's reserve one lead time before that hour starts when that is larger, so VMs are ready when
+its demand comes; it falls as soon as the hour with less demand starts (the sizing then trims the
+surplus). With less than `min_history_s` of history a pool falls back to the reactive reserve, and
+the sizing says so in its notes.
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """The twin's shell around `core.forecast`: it counts requests per pool and hour from the snapshots
-it sees, passes that history to the pure sizer, keeps the sizer's memory, and logs its notes as
-`policy` events. Also the scenario's `policy.predictive` section.
+it sees (and how many found 1, 2 or 3 others of the pool within the lead time before them: how
+bursty demand is at the scale that matters), passes that history to the pure sizer at refits, keeps
+the sizer's memory, and logs its notes as `policy` events. Also the scenario's `policy.predictive`
+section.
 
     policy:
       predictive:
