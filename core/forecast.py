@@ -259,7 +259,7 @@ def plan_reserves_jointly(series: Sequence[tuple], service_level: float) -> list
                 up, plan = mid, p
     out, at = [], 0
     for n in lengths:
-        out.append(tuple(int(k) for k in plan[at:at + n]))
+        out.append(tuple(plan[at:at + n].tolist()))
         at += n
     return out
 
@@ -379,7 +379,7 @@ def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horiz
     total = sum(c for _, c in history.locations) or 0
     locs = tuple((loc, c / total) for loc, c in history.locations if c) if total else ()
     return PoolForecast(history.pool, now, float(t_next[0]) if horizon_h else history.start + n * HOUR,
-                        tuple(float(r) for r in rates), locs, float(factor), method, dispersion=dispersion)
+                        tuple(rates.tolist()), locs, float(factor), method, dispersion=dispersion)
 
 
 PROFILE_PRIOR_DAYS = 2.0
@@ -497,7 +497,8 @@ def holt_winters_from(y: np.ndarray, alpha: float, gamma: float, cuts: Mapping[i
         season.append(gamma * (obs - level) + (1.0 - gamma) * s)
         level = alpha * (obs - s) + (1.0 - alpha) * level
     levels[len(y)] = level
-    return {cut: np.array([levels[cut] + season[cut + h % period] for h in range(k)]) for cut, k in cuts.items()}
+    seasons = np.asarray(season)
+    return {cut: levels[cut] + seasons[cut + np.arange(k) % period] for cut, k in cuts.items()}
 
 
 def _weekday(t: np.ndarray, week_origin: float) -> np.ndarray:

@@ -71,7 +71,7 @@ class PredictiveSizer:
             p.name: ([], [], []) for p in self.config.pools}
         self._recent: dict[str, deque[float]] = {p.name: deque() for p in self.config.pools}
         self._window = {p.name: lead_time_s(p, self.config, cfg) for p in self.config.pools}
-        self._locs: dict[str, dict[int, dict[str, int]]] = {p.name: {} for p in self.config.pools}
+        self._locs: dict[str, dict[str, list[int]]] = {p.name: {} for p in self.config.pools}  # per hour
         self._next_change = -math.inf
         self._targets: dict[str, int] = {}
         self._shown: dict[str, int] = {}
@@ -98,8 +98,10 @@ class PredictiveSizer:
             for i in range(min(3, len(recent))):
                 crowded[i][h] += 1
             recent.append(r.requested_at)
-            per = self._locs[r.pool].setdefault(h, {})
-            per[r.location] = per.get(r.location, 0) + 1
+            per = self._locs[r.pool].setdefault(r.location, [])
+            if h >= len(per):
+                per.extend([0] * (h + 1 - len(per)))
+            per[h] += 1
 
     def histories(self, now: float) -> dict[str, DemandHistory]:
         """Complete hours up to the refit boundary, the last `window` of them, from the first request on."""
@@ -111,13 +113,10 @@ class PredictiveSizer:
             # History starts at the twin's start (hour 0), not at the first request: quiet hours count.
             first = max(0, end_h - int(self.cfg.window_s // HOUR))
             hours = range(first, end_h)
-            locs: dict[str, int] = {}
-            for h in hours:
-                for loc, c in self._locs[pool].get(h, {}).items():
-                    locs[loc] = locs.get(loc, 0) + c
+            locs = {loc: sum(per[first:end_h]) for loc, per in self._locs[pool].items()}
             pad = (0,) * (len(hours) - len(counts[first:end_h]))
             out[pool] = DemandHistory(pool, first * HOUR, tuple(counts[first:end_h]) + pad,
-                                      tuple(sorted(locs.items())),
+                                      tuple(sorted((loc, c) for loc, c in locs.items() if c)),
                                       tuple(zip(*(c[first:end_h] for c in self._crowded[pool]), strict=True))
                                       + ((0, 0, 0),) * len(pad), self._window[pool])
         return out
