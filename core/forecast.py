@@ -1,22 +1,29 @@
 """Predictive sizing: reserves from a forecast of arrivals instead of a fixed `min_ready`.
 
-Pure: hourly request counts in (the shell accumulates them from its own log), targets out. Per
-pool, a Holt-Winters model (statsmodels, additive daily seasonality) is fitted to the last
-`window_s` of history after removing a day-of-week shape (with a week or more of history) and the
-effect of the facility calendar (beam-times: a multiplier learned from past calendar hours, else the
-planner's declared one). The model is refitted on a fixed schedule (`refit_s`, aligned to multiples
-of it), never per pass: the fit lives in `ForecastMemory`, passed in and out.
+Pure: hourly request counts in (the shell accumulates them from its own log), targets out. Per pool,
+the counts of the last `window_s` are adjusted for a day-of-week shape (with a week or more of
+history) and the facility calendar (beam-times: a multiplier learned from past calendar hours, else
+the planner's declared one), then forecast by one of a few models: additive Holt-Winters with a daily
+season (the recursion statsmodels' ExponentialSmoothing runs, or statsmodels itself), a mean-day
+profile (smoothed, or sharp for cycles within the day such as jobs every three hours), or a level
+without season. The model is the one that best forecast the last one or two days from the days
+before (Poisson deviance), chosen again once a day from the data alone, never from a scenario name:
+a bursty trace without a daily cycle gets the level model. Fits happen on a fixed schedule
+(`refit_s`, aligned to multiples of it), never per pass: they live in `ForecastMemory`.
 
-Each pool's reserve for an hour is a quantile of a Poisson count at the forecast mean of arrivals
-within the lead time (the pool's expected boot plus `lead_buffer_s`): with a reserve R kept topped
-up, an arriving user waits when R or more others arrived within the last lead time, so
-P(wait) = P(N >= R). The quantile's level differs by hour: the sizer spends the pool's budget of
-waits, (1 - `service_level`) of the arrivals forecast over the coming day, where a ready VM costs the
-most per wait avoided (quiet hours), by a Lagrange multiplier found by bisection. A fixed level per
-hour would either keep a VM idle all night for one arrival or never keep one at a quiet pool. The
-reserve is never below the floor, and switches to the next hour's reserve one lead time before that
-hour starts, so VMs are ready when its demand comes. With less than `min_history_s` of history a pool falls back to the
-reactive reserve, and the sizing says so in its notes.
+Each pool's reserve for an hour comes from the chance an arrival finds it used up: with a reserve R
+kept topped up, an arrival waits when R or more others arrived within the lead time (the pool's
+expected boot plus `lead_buffer_s`) before it. That count is Poisson at the forecast rate, or, when
+the forecast's backtest shows arrivals more crowded than that (bursts within the hour, errors in
+volume), negative binomial as an arrival sees it (size-biased). The levels differ by hour: the sizer
+spends one budget of waits, (1 - `service_level`) of the arrivals forecast over the coming week, where
+a ready VM costs the most per wait avoided (quiet hours, weekends, quiet pools), by one Lagrange
+multiplier found by bisection. A fixed level per hour would either keep a VM idle all night for one
+arrival or never keep one at a quiet pool. The reserve is never below the floor, and switches to the
+next hour's reserve one lead time before that hour starts when that is larger, so VMs are ready when
+its demand comes; it falls as soon as the hour with less demand starts (the sizing then trims the
+surplus). With less than `min_history_s` of history a pool falls back to the reactive reserve, and
+the sizing says so in its notes.
 """
 from __future__ import annotations
 
@@ -50,6 +57,8 @@ class PredictiveConfig:
     smoothing_seasonal: float = 0.1  # low, as hourly counts of a quiet pool are mostly noise)
     engine: str = "recursion"  # or "statsmodels" (same numbers, slower): see `holt_winters`
     dispersion: bool = True  # widen the reserve by the forecast's own past errors (negative binomial)
+    horizon_s: float = 7 * DAY  # the budget of waits is spent over this much of the forecast
+    select_s: float = DAY  # the model and its dispersion are chosen again at refits aligned to this
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,10 @@ class DemandHistory:
     start: float
     counts: tuple[int, ...]
     locations: tuple[tuple[str, int], ...] = ()  # requests per user location over the same span
+    # Per hour, how many of its requests found at least 1, 2, 3 others of the pool within `crowd_window_s`
+    # before them: what reserves of 1, 2, 3 would have let wait (empty: not measured).
+    crowded: tuple[tuple[int, int, int], ...] = ()
+    crowd_window_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,7 @@ class ForecastMemory:
     forecasts: Mapping[str, PoolForecast] = field(default_factory=dict)
     fallback: frozenset[str] = frozenset()  # pools on the reactive reserve (too little history)
     next_refit: float = -math.inf
+    leads: Mapping[str, float] = field(default_factory=dict)  # each pool's lead time at the last refit
 
 
 @dataclass(frozen=True)
@@ -152,10 +166,13 @@ def poisson_quantile(mean: float, level: float) -> int:
 
 
 def wait_probability(mean_in_lead: float, reserve: int, dispersion: float = 0.0) -> float:
-    """P(N >= reserve): the chance an arrival finds the reserve used up, N the arrivals within the lead.
+    """P(N >= reserve): the chance an arrival finds the reserve used up, N the others that arrived
+    within the lead before it.
 
     N is Poisson at the forecast mean; with `dispersion` c2 > 0 the rate itself is uncertain (Gamma
-    with relative variance c2, as the forecast's past errors showed), which makes N negative binomial.
+    with relative variance c2: the forecast's past errors, bursts), and N is negative binomial as an
+    arrival sees it: arrivals come more often when the rate is high, so they see the size-biased
+    rate (Gamma shape 1/c2 + 1, mean N = mean x (1 + c2)), not the average hour's.
     """
     if reserve <= 0:
         return 1.0
@@ -168,6 +185,7 @@ def wait_probability(mean_in_lead: float, reserve: int, dispersion: float = 0.0)
         return max(0.0, 1.0 - cdf)
     shape = 1.0 / dispersion
     q = mean_in_lead / (shape + mean_in_lead)
+    shape += 1.0  # size-biased (Palm): what an arrival sees
     p = (1.0 - q) ** shape
     cdf = p
     for j in range(reserve - 1):
@@ -188,55 +206,91 @@ def plan_reserves_jointly(series: Sequence[tuple], service_level: float) -> list
 
     Minimises idle reserve-hours + mu x expected waits hour by hour, with the multiplier mu found by
     bisection so the expected waits fit (1 - level) of all forecast arrivals: the waits go where a
-    ready VM would avoid the fewest (quiet hours of quiet pools), whichever pool that is.
+    ready VM would avoid the fewest (quiet hours of quiet pools, weekends), whichever pool that is.
+    One multiplier over the whole horizon is what makes the spending efficient: a wait avoided on a
+    Sunday night must not cost more reserve-hours than one avoided on a Monday morning.
     """
-    # One row per (pool, hour): the expected waits for each reserve k (k - floor in the column), inf
-    # where k is not allowed; argmin over k of k + mu x waits, vectorised over all rows.
-    rows, floors, lengths = [], [], []
-    total = 0.0
-    for rates, lead_s, floor, cap, *rest in series:
-        disp = rest[0] if rest else 0.0
-        lead_h = lead_s / HOUR
-        lengths.append(len(rates))
-        for r in rates:
-            r = max(0.0, float(r))
-            total += r
-            hi = max(floor, min(cap, poisson_quantile(r * lead_h * (1.0 + 4.0 * disp), 1.0 - 1e-4) + 2))
-            rows.append([r * wait_probability(r * lead_h, k, disp) for k in range(floor, hi + 1)])
-            floors.append(floor)
-    if not rows:
+    rates, means, disps, floors, caps, lengths = [], [], [], [], [], []
+    for r_seq, lead_s, floor, cap, *rest in series:
+        disp = max(0.0, float(rest[0])) if rest else 0.0
+        r = np.clip(np.asarray(r_seq, dtype=float), 0.0, None)
+        lengths.append(len(r))
+        rates.append(r)
+        means.append(r * (lead_s / HOUR))
+        disps.append(np.full(len(r), disp))
+        floors.append(np.full(len(r), int(floor)))
+        caps.append(np.full(len(r), int(cap)))
+    if not any(lengths):
         return [() for _ in series]
-    width = max(len(r) for r in rows)
-    waits = np.full((len(rows), width), np.inf)
-    for i, r in enumerate(rows):
-        waits[i, :len(r)] = r
-    ks = np.arange(width)[None, :] + np.asarray(floors)[:, None]
-    budget = (1.0 - service_level) * total
-    idx = np.arange(len(rows))
+    rate, mean, disp = np.concatenate(rates), np.concatenate(means), np.concatenate(disps)
+    floor, cap = np.concatenate(floors), np.concatenate(caps)
+    # Reserves worth considering: up to the 1 - 1e-4 quantile of a widened count, plus two.
+    wide = mean * (1.0 + 4.0 * disp)
+    width = int(max(floor.max(), min(cap.max(), wide.max() + 12.0 * math.sqrt(wide.max()) + 14.0))) + 1
+    ks = np.arange(width)
+    hi = np.maximum(floor, np.minimum(cap, _count_quantiles(wide, np.zeros_like(wide), 1.0 - 1e-4, width) + 2))
+    width = int(hi.max()) + 1  # the columns any row may pick
+    ks = ks[:width]
+    waits = rate[:, None] * _tail_table(mean, disp, width)  # expected waits in the hour for reserve k
+    allowed = (ks[None, :] >= floor[:, None]) & (ks[None, :] <= hi[:, None])
+    waits = np.where(allowed, waits, np.inf)
+    budget = (1.0 - service_level) * float(rate.sum())
+    idx = np.arange(len(rate))
 
     def choose(mu: float) -> tuple[np.ndarray, float]:
-        with np.errstate(invalid="ignore"):
-            pick = np.argmin(np.where(np.isinf(waits), np.inf, ks + mu * waits), axis=1)
-        return ks[idx, pick], float(waits[idx, pick].sum())
+        pick = np.argmin(ks[None, :] + mu * waits, axis=1)
+        return pick, float(waits[idx, pick].sum())
 
-    lo, hi = 0.0, 1.0
-    plan, spent = choose(hi)
-    while spent > budget and hi < 1e9:
-        hi *= 4.0
-        plan, spent = choose(hi)
+    # Bisection on log(mu): a run plans a week of hours per pool at every refit, so the iterations
+    # count; a relative precision of 1e-4 in mu is far below what the forecast itself can tell.
+    lo, up = 0.0, 1.0
+    plan, spent = choose(up)
+    while spent > budget and up < 1e9:
+        lo, up = up, up * 4.0
+        plan, spent = choose(up)
     if spent <= budget:
-        for _ in range(40):
-            mid = (lo + hi) / 2
+        lo = max(lo, up / 4.0) if up > 1.0 else 1e-6
+        while up / lo > 1.0001:
+            mid = math.sqrt(lo * up)
             p, w = choose(mid)
             if w > budget:
                 lo = mid
             else:
-                hi, plan = mid, p
+                up, plan = mid, p
     out, at = [], 0
     for n in lengths:
-        out.append(tuple(int(k) for k in plan[at:at + n]))
+        out.append(tuple(plan[at:at + n].tolist()))
         at += n
     return out
+
+
+def _count_pmf(mean: np.ndarray, disp: np.ndarray, width: int) -> np.ndarray:
+    """P(N = k) for k < width, one row per (mean, dispersion): Poisson, or negative binomial as an
+    arrival sees it when the rate itself is uncertain (see `wait_probability`)."""
+    pmf = np.empty((len(mean), width))
+    nb = disp > 1e-9
+    shape = np.where(nb, 1.0 / np.where(nb, disp, 1.0), 1.0)
+    q = np.where(nb, mean / (shape + mean), 0.0)
+    shape = shape + 1.0  # size-biased (Palm), as in `wait_probability`
+    pmf[:, 0] = np.where(nb, (1.0 - q) ** shape, np.exp(-mean))
+    for k in range(1, width):
+        pmf[:, k] = pmf[:, k - 1] * np.where(nb, (shape + k - 1) / k * q, mean / k)
+    return pmf
+
+
+def _tail_table(mean: np.ndarray, disp: np.ndarray, width: int) -> np.ndarray:
+    """P(N >= k) for k < width (the chance an arrival finds a reserve of k used up)."""
+    cdf = np.cumsum(_count_pmf(mean, disp, width), axis=1)
+    tail = np.ones((len(mean), width))
+    tail[:, 1:] = np.clip(1.0 - cdf[:, :-1], 0.0, 1.0)
+    return tail
+
+
+def _count_quantiles(mean: np.ndarray, disp: np.ndarray, level: float, width: int) -> np.ndarray:
+    """The least k < width with P(N <= k) >= level, per row (width - 1 if none)."""
+    cdf = np.cumsum(_count_pmf(mean, disp, width), axis=1)
+    reached = cdf >= level
+    return np.where(reached.any(axis=1), reached.argmax(axis=1), width - 1)
 
 
 def _floor(pool: PoolConfig, cfg: PredictiveConfig) -> int:
@@ -251,10 +305,13 @@ def lead_time_s(pool: PoolConfig, config: Config, cfg: PredictiveConfig) -> floa
 
 
 def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horizon_h: int,
-             week_origin: float = 0.0, calendar: Sequence[CalendarEntry] = ()) -> PoolForecast:
+             week_origin: float = 0.0, calendar: Sequence[CalendarEntry] = (),
+             choice: tuple[str, float] | None = None) -> PoolForecast:
     """Fit one pool's model on its history and forecast `horizon_h` hours from the end of it.
 
     `week_origin`: a time (in the history's time base) at which a week starts, Monday 00:00.
+    `choice`: (method, dispersion) chosen at an earlier refit, kept instead of backtesting again
+    (ignored if the method does not fit this much history).
     """
     y = np.asarray(history.counts, dtype=float)
     n = len(y)
@@ -269,34 +326,134 @@ def fit_pool(history: DemandHistory, cfg: PredictiveConfig, *, now: float, horiz
     adj = adj / dow[wd_hist]
     # Hourly counts of a quiet pool are mostly Poisson noise: smooth over neighbouring hours first, or
     # the seasonal terms learn single arrivals (one hour 2, the next 0) and the reserve follows them.
+    sharp = adj  # unsmoothed, for a profile of a cycle sharper than the smoothing (jobs every 3 h)
     if n >= 5:
         adj = np.convolve(np.pad(adj, 2, mode="edge"), SMOOTHING, mode="valid")
-    if n >= 48:
-        base = holt_winters(adj, cfg.smoothing_level, cfg.smoothing_seasonal, horizon_h,
-                            engine=cfg.engine)
-        method = "holt-winters"
-    else:  # one to two days: the last day's profile, lightly smoothed towards its mean
-        day = adj[-24:]
-        prof = 0.7 * day + 0.3 * day.mean()
-        base = np.array([prof[i % 24] for i in range(horizon_h)])
-        method = "seasonal-naive"
-    rates = np.clip(base, 0.0, None) * dow[_weekday(t_next, week_origin)]
-    rates = np.where(_covered(t_next, cal), rates * factor, rates)
-    dispersion = 0.0
-    if cfg.dispersion and n >= 72:
-        # How wrong was the same model a day ago about the last day? Errors beyond Poisson noise
-        # (bursts, shifts in volume) widen the reserve's distribution (method of moments).
+
+    def undo(base: np.ndarray, wd: np.ndarray, cal_hours: np.ndarray) -> np.ndarray:
+        """Back from the adjusted scale to expected counts: weekday shape and calendar put back."""
+        out = np.clip(base, 0.0, None) * dow[wd]
+        return np.where(cal_hours, out * factor, out)
+
+    # Which model: the one that best forecast the last day(s) from the days before (Poisson deviance
+    # of the raw counts), so a trace without a daily cycle gets the level model and one with a cycle
+    # a seasonal one, judged from the data alone. Its errors there also measure the dispersion.
+    methods = _methods(n)
+    method, dispersion = methods[0], 0.0
+    hw: dict[int, np.ndarray] = {}
+    if choice is not None and choice[0] in methods:
+        method, dispersion = choice
+    elif n >= 72:
         k = 24
-        past = np.clip(holt_winters(adj[:-k], cfg.smoothing_level, cfg.smoothing_seasonal, k), 0.0, None)
-        past = past * dow[wd_hist[-k:]]
-        past = np.where(in_cal[-k:], past * factor, past)
-        if past.mean() > 0:
-            excess = float(np.mean((y[-k:] - past) ** 2) - past.mean())
-            dispersion = min(4.0, max(0.0, excess / float(np.mean(past ** 2))))
+        folds = [n - k] + ([n - 2 * k] if n >= 96 else [])
+        scores = {}
+        if "holt-winters" in methods and cfg.engine == "recursion":
+            hw = holt_winters_from(adj, cfg.smoothing_level, cfg.smoothing_seasonal,
+                                   {**dict.fromkeys(folds, k), n: horizon_h})
+        for m in methods:
+            dev, errs = 0.0, []
+            for end_i in folds:
+                series = sharp if m == "sharp-profile" else adj
+                base = hw[end_i] if m == "holt-winters" and hw else _forecast(m, series[:end_i], k, cfg)
+                past = undo(base, wd_hist[end_i:end_i + k], in_cal[end_i:end_i + k])
+                dev += _poisson_deviance(y[end_i:end_i + k], past)
+                errs.append((y[end_i:end_i + k], past))
+            scores[m] = (dev, errs)
+        method = min(methods, key=lambda m: scores[m][0])
+        if cfg.dispersion:
+            # Errors beyond Poisson noise (bursts, shifts in volume) widen the reserve's distribution
+            # (method of moments on the chosen model's backtest).
+            obs = np.concatenate([e[0] for e in scores[method][1]])
+            past = np.concatenate([e[1] for e in scores[method][1]])
+            crowd = _crowd_dispersion(history, folds, k, past)
+            if crowd is not None:
+                dispersion = crowd
+            elif past.mean() > 0:
+                excess = float(np.mean((obs - past) ** 2) - past.mean())
+                dispersion = min(4.0, max(0.0, excess / float(np.mean(past ** 2))))
+    if method == "holt-winters" and not hw and cfg.engine == "recursion":
+        hw = holt_winters_from(adj, cfg.smoothing_level, cfg.smoothing_seasonal, {n: horizon_h})
+    base = hw[n] if method == "holt-winters" and hw else \
+        _forecast(method, sharp if method == "sharp-profile" else adj, horizon_h, cfg)
+    rates = undo(base, _weekday(t_next, week_origin), _covered(t_next, cal))
     total = sum(c for _, c in history.locations) or 0
     locs = tuple((loc, c / total) for loc, c in history.locations if c) if total else ()
     return PoolForecast(history.pool, now, float(t_next[0]) if horizon_h else history.start + n * HOUR,
-                        tuple(float(r) for r in rates), locs, float(factor), method, dispersion=dispersion)
+                        tuple(rates.tolist()), locs, float(factor), method, dispersion=dispersion)
+
+
+PROFILE_PRIOR_DAYS = 2.0
+DISPERSIONS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def _crowd_dispersion(history: DemandHistory, folds: Sequence[int], k: int, past: np.ndarray) -> float | None:
+    """The dispersion under which the backtest's forecast best explains how many arrivals found 1, 2
+    or 3 others within the lead time before them (the waits reserves of 1, 2, 3 would have seen).
+
+    This calibrates the very quantity the sizer plans with, at the scale it matters: hourly counts
+    miss clustering within the hour (a burst of five requests within a minute is an ordinary hour).
+    None when not measured.
+    """
+    if len(history.crowded) != len(history.counts) or history.crowd_window_s <= 0:
+        return None
+    obs = np.zeros(3)
+    for i in folds:
+        obs += np.asarray(history.crowded[i:i + k], dtype=float).reshape(-1, 3).sum(axis=0)
+    mean = past * history.crowd_window_s / HOUR
+    grid = np.asarray(DISPERSIONS)
+    # P(N >= 1, 2, 3) for every hour under every candidate dispersion at once: rows (dispersion, hour).
+    tail = _tail_table(np.tile(mean, len(grid)), np.repeat(grid, len(mean)), 4)[:, 1:]
+    model = (np.tile(past, len(grid))[:, None] * tail).reshape(len(grid), len(mean), 3).sum(axis=1)
+    err = np.sum((obs[None, :] - model) ** 2 / (model + 1.0), axis=1)
+    return float(grid[int(np.argmin(err))])  # the first (least) dispersion among equals
+
+
+def _methods(n: int) -> tuple[str, ...]:
+    """The models worth trying on `n` hours of history (the first is the default)."""
+    if n >= 48:
+        return ("holt-winters", "profile", "sharp-profile", "level")
+    return ("seasonal-naive", "level")
+
+
+def _forecast(method: str, adj: np.ndarray, horizon_h: int, cfg: PredictiveConfig) -> np.ndarray:
+    """`horizon_h` hours ahead of the (adjusted, smoothed) series `adj` by one model.
+
+    - holt-winters: additive level and daily season, both adapting (`holt_winters`);
+    - profile: the mean day, recent days weighted more (half a weight per two days of age), the whole
+      day scaled so its volume follows the last day's: a daily cycle whose shape is stable;
+    - sharp-profile: the same on the unsmoothed counts (the caller passes them): a cycle within the
+      day that smoothing would blur, e.g. jobs submitted every three hours;
+    - level: no season, the last half day's mean: bursty demand without a daily cycle;
+    - seasonal-naive: one to two days of history: the last day, lightly smoothed towards its mean.
+    """
+    n = len(adj)
+    if method == "holt-winters":
+        return holt_winters(adj, cfg.smoothing_level, cfg.smoothing_seasonal, horizon_h, engine=cfg.engine)
+    if method == "level":
+        return np.full(horizon_h, float(adj[-12:].mean()) if n else 0.0)
+    if method in ("profile", "sharp-profile"):
+        days = n // 24
+        tail = adj[n - 24 * days:].reshape(days, 24)
+        w = 0.5 ** ((days - 1 - np.arange(days)) / 2.0)
+        # Shrunk towards the mean hour by PROFILE_PRIOR_DAYS of weight: each hour is seen only once a
+        # day, and the sizer leaves the hours that look quietest without a VM, so an hour that was
+        # quiet by chance would otherwise take the waits (the winner's curse).
+        prof = ((w[:, None] * tail).sum(axis=0) + PROFILE_PRIOR_DAYS * tail.mean()) / (w.sum() + PROFILE_PRIOR_DAYS)
+        if prof.sum() > 0:
+            prof = prof * (0.5 + 0.5 * tail[-1].sum() / prof.sum())
+        # Column c of `tail` holds history hours n - 24 days + c (mod 24): hour n + h is column h mod 24.
+        return np.array([prof[h % 24] for h in range(horizon_h)])
+    day = adj[-24:]
+    prof = 0.7 * day + 0.3 * day.mean()
+    return np.array([prof[i % 24] for i in range(horizon_h)])
+
+
+def _poisson_deviance(y: np.ndarray, mu: np.ndarray) -> float:
+    """How badly expected counts `mu` explain observed `y` (0: perfectly); mu is floored at 0.01/h."""
+    mu = np.maximum(mu, 0.01)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(y > 0, y * np.log(y / mu), 0.0)
+    return float(2.0 * np.sum(term - (y - mu)))
 
 
 def holt_winters(y: np.ndarray, alpha: float, gamma: float, horizon_h: int, *, period: int = 24,
@@ -319,14 +476,29 @@ def holt_winters(y: np.ndarray, alpha: float, gamma: float, horizon_h: int, *, p
                                      initial_seasonal=season0)
         fit = model.fit(smoothing_level=alpha, smoothing_seasonal=gamma, optimized=False)
         return np.asarray(fit.forecast(horizon_h), dtype=float)
-    level = level0
-    season = list(season0)
+    return holt_winters_from(y, alpha, gamma, {len(y): horizon_h}, period=period)[len(y)]
+
+
+def holt_winters_from(y: np.ndarray, alpha: float, gamma: float, cuts: Mapping[int, int], *,
+                      period: int = 24) -> dict[int, np.ndarray]:
+    """`holt_winters` on `y[:cut]` for each cut (>= 2 periods) at once, `cuts[cut]` hours ahead each.
+
+    The recursion on `y[:cut]` is the first `cut` steps of the one on `y` (same initial state from
+    the first two periods), so one pass serves the backtest folds and the forecast alike.
+    """
+    y = np.asarray(y, dtype=float)
+    level = float(y[:2 * period].mean())
+    season = list(y[:period] - level)
+    levels = {}
     for t, obs in enumerate(y.tolist()):
+        if t in cuts:
+            levels[t] = level
         s = season[t]
         season.append(gamma * (obs - level) + (1.0 - gamma) * s)
         level = alpha * (obs - s) + (1.0 - alpha) * level
-    n = len(y)
-    return np.array([level + season[n + h % period] for h in range(horizon_h)])
+    levels[len(y)] = level
+    seasons = np.asarray(season)
+    return {cut: levels[cut] + seasons[cut + np.arange(k) % period] for cut, k in cuts.items()}
 
 
 def _weekday(t: np.ndarray, week_origin: float) -> np.ndarray:
@@ -369,6 +541,34 @@ def _weekday_shape(y: np.ndarray, t: np.ndarray, week_origin: float) -> np.ndarr
     return out
 
 
+def _target_and_change(f: PoolForecast, now: float, lead: float, floor: int, cap: int, until: float
+                       ) -> tuple[int, float]:
+    """The pool's reserve at `now` and the next time it differs (at most `until`).
+
+    Within hour j the reserve is hour j's, except in its last `lead` seconds, where it is already
+    hour j+1's if that is larger: VMs launched then are ready when that hour's demand comes. A pass
+    is needed only where the value changes, not at every hour boundary and lead point.
+    """
+    def at(j: int) -> int:
+        r = f.reserve_at(f.start + j * HOUR + 1.0)
+        return min(cap, max(floor, floor if r is None else r))
+
+    j = int(math.floor((now - f.start) / HOUR))
+    hour_end = f.start + (j + 1) * HOUR
+    here, ahead = at(j), at(j + 1)
+    target = max(here, ahead) if now >= hour_end - lead else here
+    while True:
+        # The segment boundaries of hour j after now: its lead point, then its end.
+        for t, value in ((hour_end - lead, max(here, ahead)), (hour_end, ahead)):
+            if t > now and value != target:
+                return target, min(t, until)
+        if hour_end >= until or j > len(f.reserves):  # past the plan: the floor until the next refit
+            return target, until
+        j += 1
+        hour_end += HOUR
+        here, ahead = ahead, at(j + 1)
+
+
 def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg: PredictiveConfig,
                     memory: ForecastMemory | None = None, *, now: float, week_origin: float = 0.0,
                     calendar: Sequence[CalendarEntry] = ()) -> Sizing:
@@ -381,9 +581,13 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
     notes: list[Note] = []
     if needs_refit(memory, now):
         boundary = refit_boundary(now, cfg)
-        # The budget of waits is spread over a day ahead at least, so a quiet night does not take it all.
-        horizon = max(24, int(math.ceil(cfg.refit_s / HOUR)) + 2)
+        # The budget of waits is spread over a week ahead (one multiplier for weekdays, nights and
+        # weekends alike), at least over the hours until the next refit.
+        horizon = max(int(math.ceil(cfg.horizon_s / HOUR)), int(math.ceil(cfg.refit_s / HOUR)) + 2)
         forecasts, fallback = {}, set()
+        leads = {p.name: lead_time_s(p, config, cfg) for p in config.pools}
+        # Choose models again on the first refit past each multiple of select_s; else keep them.
+        select = math.floor(boundary / cfg.select_s) != math.floor((boundary - cfg.refit_s) / cfg.select_s)
         for pool in config.pools:
             h = histories.get(pool.name)
             span = len(h.counts) * HOUR if h is not None else 0.0
@@ -393,14 +597,16 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
                                   {"history_h": span / HOUR, "needed_h": cfg.min_history_s / HOUR,
                                    "fallback": "reactive", "min_ready": pool.min_ready}))
                 continue
+            old = memory.forecasts.get(pool.name)
+            choice = None if select or old is None else (old.method, old.dispersion)
             forecasts[pool.name] = fit_pool(h, cfg, now=now, horizon_h=horizon, week_origin=week_origin,
-                                            calendar=calendar)
+                                            calendar=calendar, choice=choice)
         # One budget of waits for all forecast pools (the facility's service level), unless per pool.
         pools = [p for p in config.pools if p.name in forecasts]
         groups = [[p] for p in pools] if cfg.per_pool_budget else [pools]
         for group in groups:
             plans = plan_reserves_jointly(
-                [(forecasts[p.name].rates, lead_time_s(p, config, cfg), _floor(p, cfg), p.max_total,
+                [(forecasts[p.name].rates, leads[p.name], _floor(p, cfg), p.max_total,
                   forecasts[p.name].dispersion) for p in group],
                 cfg.service_level)
             for p, plan in zip(group, plans, strict=True):
@@ -409,27 +615,21 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
                     "history_h": len(histories[p.name].counts), "method": f.method,
                     "calendar_factor": round(f.calendar_factor, 3),
                     "next_hours": [round(r, 3) for r in f.rates[:6]], "reserves": list(plan[:6])}))
-        memory = ForecastMemory(forecasts, frozenset(fallback), boundary + cfg.refit_s)
+        memory = ForecastMemory(forecasts, frozenset(fallback), boundary + cfg.refit_s, leads)
     targets: dict[str, int] = {}
     locations: dict[str, tuple[tuple[str, float], ...]] = {}
     next_change = memory.next_refit
-    hour_end = (math.floor(now / HOUR) + 1) * HOUR
     for pool in config.pools:
         floor = _floor(pool, cfg)
         f = memory.forecasts.get(pool.name)
         if f is None:
             targets[pool.name] = pool.min_ready
             continue
-        lead = lead_time_s(pool, config, cfg)
-        switch = hour_end - lead  # from here on, the next hour's demand is what a launch now serves
-        reserve = f.reserve_at(now)
-        reserve = floor if reserve is None else reserve
-        if now >= switch:
-            reserve = max(reserve, f.reserve_at(hour_end) or 0)
-            next_change = min(next_change, hour_end)
-        else:
-            next_change = min(next_change, switch)
-        targets[pool.name] = min(pool.max_total, max(floor, reserve))
+        lead = memory.leads.get(pool.name)
+        lead = lead_time_s(pool, config, cfg) if lead is None else lead
+        target, change = _target_and_change(f, now, lead, floor, pool.max_total, memory.next_refit)
+        targets[pool.name] = target
+        next_change = min(next_change, change)
         if f.locations:
             locations[pool.name] = f.locations
     return Sizing(targets, locations, memory, tuple(notes), next_change)

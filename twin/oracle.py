@@ -11,6 +11,7 @@ Everything else (sessions, abandonment, reclaims, health, failover) runs as in a
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from statistics import NormalDist
 
 from core.events import Event
@@ -21,7 +22,11 @@ from twin.scenario import Scenario
 
 def oracle_twin(scenario: Scenario, *, boot_quantile: float = 0.999, **twin_kwargs) -> Twin:
     """A twin whose policy keeps no reserve and whose launches come one boot before each request."""
-    twin = build_twin(scenario, sizer=_zero_sizer(scenario), **twin_kwargs)
+    # No reserve: every pool's min_ready is 0 and no sizer runs (a sizer would also make the twin pass
+    # after every boot and release in case its targets followed the VMs, which these do not).
+    config = replace(scenario.config, pools=tuple(replace(p, min_ready=0) for p in scenario.config.pools))
+    twin = build_twin(scenario, config=config, **twin_kwargs)
+    twin.set_sizer(None)  # a scenario's predictive section must not size the oracle's reserve either
     z = NormalDist().inv_cdf(boot_quantile)
     boots = {c.name: c.boot_median_s * math.exp(z * c.boot_sigma) for c in scenario.clouds}
     every = {c.name for c in scenario.config.clouds}
@@ -36,11 +41,6 @@ def oracle_twin(scenario: Scenario, *, boot_quantile: float = 0.999, **twin_kwar
             for a in stream:
                 twin.launch_at(max(0.0, a.t - lead), pool.name, reason="oracle")
     return twin
-
-
-def _zero_sizer(scenario: Scenario):
-    zero = {p.name: 0 for p in scenario.config.pools}
-    return lambda snapshot: zero
 
 
 def run_oracle(scenario: Scenario, *, boot_quantile: float = 0.999, **twin_kwargs) -> list[Event]:

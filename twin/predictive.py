@@ -1,6 +1,8 @@
 """The twin's shell around `core.forecast`: it counts requests per pool and hour from the snapshots
-it sees, passes that history to the pure sizer, keeps the sizer's memory, and logs its notes as
-`policy` events. Also the scenario's `policy.predictive` section.
+it sees (and how many found 1, 2 or 3 others of the pool within the lead time before them: how
+bursty demand is at the scale that matters), passes that history to the pure sizer at refits, keeps
+the sizer's memory, and logs its notes as `policy` events. Also the scenario's `policy.predictive`
+section.
 
     policy:
       predictive:
@@ -18,6 +20,7 @@ it sees, passes that history to the pure sizer, keeps the sizer's memory, and lo
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +32,7 @@ from core.forecast import (
     DemandHistory,
     ForecastMemory,
     PredictiveConfig,
+    lead_time_s,
     needs_refit,
     predict_targets,
     refit_boundary,
@@ -41,7 +45,14 @@ _KEYS = ["enabled", "service_level", "lead_buffer", "refit", "history", "min_his
 
 
 class PredictiveSizer:
-    """`sizer(snapshot) -> targets` for `twin.model.Twin`, with `next_change` and `locations`."""
+    """`sizer(snapshot) -> targets` for `twin.model.Twin`, with `next_change` and `locations`.
+
+    Its targets change only with time (hour boundaries, lead points, refits: `next_change`) and with
+    requests (which poke a pass anyway), never with a boot finishing or a VM released: hence
+    `follows_vms = False`, which tells the twin those events need no extra pass.
+    """
+
+    follows_vms = False
 
     def __init__(self, scenario: Scenario, cfg: PredictiveConfig, *, emit: Callable[..., None] | None = None):
         self.config = scenario.config
@@ -54,8 +65,13 @@ class PredictiveSizer:
         self.calendar: tuple[CalendarEntry, ...] = tuple(cal.entries) if cal is not None else ()
         self._emit = emit
         self._seen: set[str] = set()
-        self._counts: dict[str, dict[int, int]] = {p.name: {} for p in self.config.pools}
-        self._locs: dict[str, dict[int, dict[str, int]]] = {p.name: {} for p in self.config.pools}
+        self._counts: dict[str, list[int]] = {p.name: [] for p in self.config.pools}  # per hour from 0
+        # Per hour, how many requests found at least 1, 2, 3 others of the pool within the lead time.
+        self._crowded: dict[str, tuple[list[int], list[int], list[int]]] = {
+            p.name: ([], [], []) for p in self.config.pools}
+        self._recent: dict[str, deque[float]] = {p.name: deque() for p in self.config.pools}
+        self._window = {p.name: lead_time_s(p, self.config, cfg) for p in self.config.pools}
+        self._locs: dict[str, dict[str, list[int]]] = {p.name: {} for p in self.config.pools}  # per hour
         self._next_change = -math.inf
         self._targets: dict[str, int] = {}
         self._shown: dict[str, int] = {}
@@ -70,9 +86,22 @@ class PredictiveSizer:
             counts = self._counts.get(r.pool)
             if counts is None:
                 continue
-            counts[h] = counts.get(h, 0) + 1
-            per = self._locs[r.pool].setdefault(h, {})
-            per[r.location] = per.get(r.location, 0) + 1
+            crowded = self._crowded[r.pool]
+            if h >= len(counts):
+                for column in crowded:
+                    column.extend([0] * (h + 1 - len(counts)))
+                counts.extend([0] * (h + 1 - len(counts)))
+            counts[h] += 1
+            recent, window = self._recent[r.pool], self._window[r.pool]
+            while recent and recent[0] < r.requested_at - window:
+                recent.popleft()
+            for i in range(min(3, len(recent))):
+                crowded[i][h] += 1
+            recent.append(r.requested_at)
+            per = self._locs[r.pool].setdefault(r.location, [])
+            if h >= len(per):
+                per.extend([0] * (h + 1 - len(per)))
+            per[h] += 1
 
     def histories(self, now: float) -> dict[str, DemandHistory]:
         """Complete hours up to the refit boundary, the last `window` of them, from the first request on."""
@@ -84,12 +113,12 @@ class PredictiveSizer:
             # History starts at the twin's start (hour 0), not at the first request: quiet hours count.
             first = max(0, end_h - int(self.cfg.window_s // HOUR))
             hours = range(first, end_h)
-            locs: dict[str, int] = {}
-            for h in hours:
-                for loc, c in self._locs[pool].get(h, {}).items():
-                    locs[loc] = locs.get(loc, 0) + c
-            out[pool] = DemandHistory(pool, first * HOUR, tuple(counts.get(h, 0) for h in hours),
-                                      tuple(sorted(locs.items())))
+            locs = {loc: sum(per[first:end_h]) for loc, per in self._locs[pool].items()}
+            pad = (0,) * (len(hours) - len(counts[first:end_h]))
+            out[pool] = DemandHistory(pool, first * HOUR, tuple(counts[first:end_h]) + pad,
+                                      tuple(sorted((loc, c) for loc, c in locs.items() if c)),
+                                      tuple(zip(*(c[first:end_h] for c in self._crowded[pool]), strict=True))
+                                      + ((0, 0, 0),) * len(pad), self._window[pool])
         return out
 
     def __call__(self, snapshot: Snapshot) -> dict[str, int] | None:

@@ -38,3 +38,14 @@ def test_oracle_with_the_median_boot_makes_some_wait():
     sc = validate(copy.deepcopy(RAW), source="o.yaml")
     m = compute_metrics(run_oracle(sc, boot_quantile=0.5))
     assert m["wait_s"]["max"] > 0
+
+
+def test_oracle_keeps_no_reserve_even_with_a_predictive_section():
+    raw = copy.deepcopy(RAW)
+    raw["policy"] = {"predictive": {"enabled": True, "floor": 0}}
+    sc = validate(raw, source="o.yaml")
+    events = run_oracle(sc)
+    assert not [e for e in events if e.kind == "policy"]  # no forecast sized anything
+    plain = run_oracle(validate(copy.deepcopy(RAW), source="o.yaml"))
+    assert compute_metrics(events) == compute_metrics(plain)
+    assert all(e.details["reason"] == "oracle" for e in events if e.kind == "launch")
