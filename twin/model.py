@@ -111,6 +111,7 @@ class Twin:
         self._next_due = 0.0
         self._unjudged_failure = False
         self._surplus: set[str] | None = None
+        self._capped: set[str] = set()  # pools whose last launches were cut short by max_total
         self._ids = 0
         self.passes = 0
 
@@ -250,6 +251,7 @@ class Twin:
         self._memory = decision.memory
         self._apply(decision)
         self._surplus = {n.pool for n in decision.needs if n.available > n.target}
+        self._capped = {n.pool for n in decision.needs if n.launch < n.target - n.available}
         if self._skip:
             self._next_due = self._wakeup(self.snapshot() if decision.actions else snap)
             # A sizer whose targets change with time (a forecast per hour) needs a pass when they do.
@@ -338,6 +340,9 @@ class Twin:
         if not arrival.abandons:
             self._emit(ev.RELEASE, pool=rec.pool, cloud=rec.cloud, vm=rec.id, user=rec.owner)
             self._terminate(rec.id, "released")
+            if rec.pool in self._capped:
+                # The pool was at max_total with a deficit: the VM given back makes room for a launch.
+                self._next_due = min(self._next_due, now)
             self._poke_if_waiting()
             return
         rec.present, rec.last_input_at = False, now
@@ -442,7 +447,7 @@ class Twin:
         policy's other uses of them are time-driven and covered by its wakeup."""
         if self._pending or any(h.status != "ok" for h in self._memory.clouds.values()):
             self._poke()
-        elif self._sizer is not None:
+        elif self._sizer is not None and getattr(self._sizer, "follows_vms", True):
             # A sizer's targets may follow the VMs in use (a forecast of the load): the next periodic
             # pass re-sizes, as it would if none were skipped.
             self._next_due = min(self._next_due, self.env.now)
