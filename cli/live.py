@@ -66,15 +66,15 @@ def build(settings, *, now: float, seed: int | None = None):
         clouds, cloud_configs = world.clouds, world.cloud_configs
     else:
         try:
-            from live.clouds.config import load_clouds
+            from live.clouds.config import CloudsConfigError, load_clouds
         except ImportError as e:
             raise UsageError(f"{settings.source}: clouds: the cloud adapters are not installed ({e})") from None
         try:
             bindings = load_clouds(settings.clouds_file, owner_id=settings.owner_id)
+        except CloudsConfigError as e:  # names the file, the field and the reason
+            raise UsageError(str(e)) from None
         except (ValueError, OSError) as e:
-            msg = str(e)  # the loader's errors name the file already; OS errors may not
-            raise UsageError(msg if msg.startswith(str(settings.clouds_file)) else f"{settings.clouds_file}: {msg}"
-                             ) from None
+            raise UsageError(f"{settings.clouds_file}: {e}") from None
         clouds = {b.config.name: b.adapter for b in bindings}
         cloud_configs = tuple(b.config for b in bindings)
     for p in settings.pools:

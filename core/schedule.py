@@ -93,25 +93,37 @@ def evidence_wakeup(obs: CloudObservation, config: Config) -> float:
     return min(s.at for s in obs.samples) + config.policy.health.window_s + _EPS
 
 
-def due_table(snapshot: Snapshot, config: Config, previous: Mapping[str, tuple[Vm, tuple[float, ...]]]
-              ) -> dict[str, tuple[Vm, tuple[float, ...]]]:
+DueTable = Mapping[str, tuple[Vm, tuple[float, ...]]]  # VM id -> (the VM object, its due times)
+
+
+def known_due_times(vm: Vm, pools: Mapping[str, PoolConfig], config: Config, table: DueTable
+                    ) -> tuple[float, ...]:
+    """`vm`'s due times: `table`'s entry when it was made for this very (unchanged) object, else computed."""
+    entry = table.get(vm.id)
+    if entry is not None and entry[0] is vm:
+        return entry[1]
+    return _pool_due_times(vm, pools, config)
+
+
+def _pool_due_times(vm: Vm, pools: Mapping[str, PoolConfig], config: Config) -> tuple[float, ...]:
+    pool = pools.get(vm.pool)
+    return vm_due_times(vm, pool, config) if pool is not None else ()  # a VM of no configured pool: none
+
+
+def due_table(snapshot: Snapshot, config: Config, previous: DueTable) -> dict[str, tuple[Vm, tuple[float, ...]]]:
     """Each VM's due times, reusing `previous` entries whose VM is the very same (unchanged) object."""
     pools = {p.name: p for p in config.pools}
     out = {}
     get = previous.get
     for vm in snapshot.vms:
-        old = get(vm.id)
-        if old is not None and old[0] is vm:
-            out[vm.id] = old
-            continue
-        pool = pools.get(vm.pool)
-        out[vm.id] = (vm, vm_due_times(vm, pool, config) if pool is not None else ())
+        old = get(vm.id)  # the entry itself is kept, so the next pass finds it unchanged too
+        out[vm.id] = old if old is not None and old[0] is vm else (vm, _pool_due_times(vm, pools, config))
     return out
 
 
 def next_wakeup(snapshot: Snapshot, config: Config, clouds: Mapping[str, CloudHealth] | None = None,
                 surplus_pools: set[str] | None = None, *, after: float | None = None,
-                dues: Mapping[str, tuple[Vm, tuple[float, ...]]] | None = None) -> float:
+                dues: DueTable | None = None) -> float:
     """The earliest time after `after` (default `now`) when some time-driven rule could change a decision.
 
     `surplus_pools`: the pools with more ready or booting VMs than their target (from the last
@@ -122,16 +134,10 @@ def next_wakeup(snapshot: Snapshot, config: Config, clouds: Mapping[str, CloudHe
     now = snapshot.now
     floor = now if after is None else after
     pools = {p.name: p for p in config.pools}
-    get = (dues or {}).get
+    table = dues or {}
     best = math.inf
     for vm in snapshot.vms:  # one walk, reusing the due times of VMs unchanged since the table was made
-        entry = get(vm.id)
-        if entry is not None and entry[0] is vm:
-            times = entry[1]
-        else:
-            pool = pools.get(vm.pool)
-            times = vm_due_times(vm, pool, config) if pool is not None else ()
-        for t in times:
+        for t in known_due_times(vm, pools, config, table):
             if t > floor:
                 if t < best:
                     best = t

@@ -21,7 +21,7 @@ from core.events import Event
 from core.placement import rank_clouds
 from core.policy import Decision, PolicyMemory, decide, launchable_clouds
 from core.ports import POOL_TAG, VM_TAG, CloudError
-from core.schedule import next_wakeup, vm_due_times, vm_wakeup
+from core.schedule import known_due_times, next_wakeup, vm_wakeup
 from core.snapshot import CloudObservation, HealthSample, Request, Snapshot, Vm, VmState
 from twin.cloud import SimCloud
 from twin.demand import Arrival, arrivals
@@ -188,7 +188,7 @@ class Twin:
     def _heartbeat(self) -> Iterator[simpy.Event]:
         # The VM agent reports user input periodically, as it would live. A report the policy cannot
         # tell from the last one before the next beat is not delivered (with `skip_idle_passes`):
-        # input matters only through the VM's rule due times (core.schedule.vm_due_times), so a VM is
+        # input matters only through the VM's rule due times (core.schedule.known_due_times), so a VM is
         # refreshed when one of them, as its last delivered input sets them, falls before the next
         # beat. Refreshing every VM every beat made most VMs a pass looked at new ones; the results
         # are identical (tests/twin/test_determinism.py runs with `skip_idle_passes=False` too, which
@@ -204,10 +204,7 @@ class Twin:
 
     def _due_by(self, rec: _VmRec, t: float) -> bool:
         """Whether a rule of the VM's current policy view falls due at or before `t`."""
-        vm = rec.vm
-        entry = self._memory.vm_dues.get(rec.id)
-        times = entry[1] if entry is not None and entry[0] is vm else vm_due_times(vm, self._pools[rec.pool],
-                                                                                    self.config)
+        times = known_due_times(rec.vm, self._pools, self.config, self._memory.vm_dues)
         return bool(times) and times[0] <= t
 
     def _report_progress(self) -> Iterator[simpy.Event]:
