@@ -10,10 +10,13 @@ import bisect
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from math import exp as _exp
+from math import log as _log
 
 from twin.scenario import DemandSpec
 
 DAY, WEEK = 86400.0, 604800.0
+_NV_MAGICCONST = random.NV_MAGICCONST  # Kinderman and Monahan, as random.normalvariate uses it
 
 
 @dataclass(frozen=True)
@@ -56,19 +59,48 @@ def arrivals(pool: str, spec: DemandSpec, rng: random.Random, *, duration_s: flo
     for _, w in spec.locations:
         acc += w
         cum.append(acc)
+    # The generator draws five to ten numbers for each of about four candidates an accepted arrival
+    # costs, so it is written for speed: the rate comes from an hour-of-week table (the same product
+    # `rate_at` computes), and `lognormvariate` and `randrange` are spelled out as the very calls
+    # they make (`exp` of Kinderman-Monahan's normal variate, `_randbelow`): the same draws in the
+    # same order, so the same arrivals (tests/twin/test_demand.py compares them draw for draw).
+    base = spec.rate_per_hour / 3600.0
+    week = [[base * spec.daily[h] * spec.weekly[(d + start_weekday) % 7] for h in range(24)] for d in range(7)]
+    surges = [(s.start, s.end, s.factor) for s in spec.surges]
+    random_, expovariate, randbelow = rng.random, rng.expovariate, rng._randbelow
+    n_locs = len(locs)
+    s_sigma, s_median = spec.session_sigma, spec.session_median_s
+    b_sigma, b_median = spec.busy_sigma, spec.busy_median_s
+    abandon_rate, busy_abandon_rate = spec.abandon_rate, spec.busy_abandon_rate
     t = 0.0
     while True:
-        t += rng.expovariate(peak)
+        t += expovariate(peak)
         if t >= duration_s:
             return
-        accept = rng.random() * peak < rate_at(spec, t, start_weekday)
+        r = week[int(t // DAY) % 7][int((t % DAY) // 3600)]
+        for start, end, factor in surges:
+            if start <= t < end:
+                r *= factor
+        accept = random_() * peak < r
         # Draw the ground truth even for rejected candidates: a scenario change that affects only
         # some arrivals then leaves the others' draws untouched (common random numbers).
-        u = rng.randrange(users)
-        loc = locs[min(bisect.bisect_left(cum, rng.random() * acc), len(locs) - 1)]
-        session = rng.lognormvariate(0.0, spec.session_sigma) * spec.session_median_s
-        abandons = rng.random() < spec.abandon_rate
-        busy = rng.lognormvariate(0.0, spec.busy_sigma) * spec.busy_median_s
-        busy_left = abandons and rng.random() < spec.busy_abandon_rate
+        u = randbelow(users)
+        loc = locs[min(bisect.bisect_left(cum, random_() * acc), n_locs - 1)]
+        while True:
+            u1 = random_()
+            u2 = 1.0 - random_()
+            z = _NV_MAGICCONST * (u1 - 0.5) / u2
+            if z * z / 4.0 <= -_log(u2):
+                break
+        session = _exp(z * s_sigma) * s_median
+        abandons = random_() < abandon_rate
+        while True:
+            u1 = random_()
+            u2 = 1.0 - random_()
+            z = _NV_MAGICCONST * (u1 - 0.5) / u2
+            if z * z / 4.0 <= -_log(u2):
+                break
+        busy = _exp(z * b_sigma) * b_median
+        busy_left = abandons and random_() < busy_abandon_rate
         if accept:
             yield Arrival(t, pool, f"{pool}-u{u}", loc, session, abandons, busy if busy_left else 0.0)
