@@ -105,6 +105,10 @@ class Twin:
         self._by_cloud_id: dict[str, _VmRec] = {}
         self._pending: dict[str, _Pending] = {}
         self._samples: dict[str, deque[HealthSample]] = {c: deque() for c in self.clouds}
+        # What the last snapshot held, kept until it changes: most passes follow one request or boot,
+        # so most clouds' samples and the requests are as they were.
+        self._observed: dict[str, CloudObservation] = {}  # cloud -> its observation, while unchanged
+        self._requests: tuple[Request, ...] | None = None  # the pending requests, while unchanged
         self._memory = PolicyMemory()
         self._pass_scheduled = False
         self._skip = skip_idle_passes
@@ -237,21 +241,24 @@ class Twin:
     def snapshot(self, *, evidence_since: float | None = None) -> Snapshot:
         """The policy's view now; `evidence_since`: keep health samples still in the window at that
         earlier time (a re-check needs the evidence that has aged out since the last pass)."""
-        now = self.env.now if evidence_since is None else evidence_since
-        horizon = now - self.config.policy.health.window_s
-        obs = []
+        horizon = (self.env.now if evidence_since is None else evidence_since) - self.config.policy.health.window_s
+        observed = self._observed
         for name, samples in self._samples.items():
-            while samples and samples[0].at < horizon:
-                samples.popleft()
-            obs.append(CloudObservation(name, tuple(samples)))
+            if samples and samples[0].at < horizon:
+                while samples and samples[0].at < horizon:
+                    samples.popleft()
+                observed.pop(name, None)
+        obs = tuple(observed.get(name) or observed.setdefault(name, CloudObservation(name, tuple(samples)))
+                    for name, samples in self._samples.items())
         if self._dirty:
             views = self._views
             for rec in self._dirty:
                 if rec.id in views:  # set order does not matter: only existing entries are updated
                     views[rec.id] = rec.vm
             self._dirty.clear()
-        return Snapshot(now=self.env.now, vms=tuple(self._views.values()),
-                        requests=tuple(p.request for p in self._pending.values()), clouds=tuple(obs))
+        if self._requests is None:
+            self._requests = tuple(p.request for p in self._pending.values())
+        return Snapshot(now=self.env.now, vms=tuple(self._views.values()), requests=self._requests, clouds=obs)
 
     def _pass(self) -> None:
         self._pass_scheduled = False
@@ -349,6 +356,7 @@ class Twin:
     def _assign(self, a: Assign) -> None:
         now = self.env.now
         pending = self._pending.pop(a.request)
+        self._requests = None
         rec = self._vms[a.vm]
         rec.state, rec.owner, rec.request, rec.allocated_at = VmState.ALLOCATED, a.user, a.request, now
         rec.present, rec.last_input_at, rec.warned_at = True, now, None
@@ -424,6 +432,7 @@ class Twin:
         self._ids += 1
         req = Request(id=f"r{self._ids}", pool=a.pool, user=a.user, requested_at=now, location=a.location)
         self._pending[req.id] = _Pending(req, a)
+        self._requests = None
         self._emit(ev.REQUEST, pool=a.pool, user=a.user, details={"location": a.location, "request": req.id})
         self._poke()
 
@@ -497,6 +506,7 @@ class Twin:
 
     def _sample(self, cloud: str, kind: str, ok: bool, duration: float = 0.0) -> None:
         self._samples[cloud].append(HealthSample(self.env.now, kind, ok, duration))
+        self._observed.pop(cloud, None)
         if not ok:
             # A failure may change the cloud's verdict, which the next periodic pass would judge: make it due.
             self._unjudged_failure = True
