@@ -212,12 +212,12 @@ def plan_reserves_jointly(series: Sequence[tuple], service_level: float) -> list
     """
     rates, means, disps, floors, caps, lengths = [], [], [], [], [], []
     for r_seq, lead_s, floor, cap, *rest in series:
-        disp = max(0.0, float(rest[0])) if rest else 0.0
+        dispersion = max(0.0, float(rest[0])) if rest else 0.0
         r = np.clip(np.asarray(r_seq, dtype=float), 0.0, None)
         lengths.append(len(r))
         rates.append(r)
         means.append(r * (lead_s / HOUR))
-        disps.append(np.full(len(r), disp))
+        disps.append(np.full(len(r), dispersion))
         floors.append(np.full(len(r), int(floor)))
         caps.append(np.full(len(r), int(cap)))
     if not any(lengths):
@@ -273,9 +273,11 @@ def _count_pmf(mean: np.ndarray, disp: np.ndarray, width: int) -> np.ndarray:
     q = np.where(nb, mean / (shape + mean), 0.0)
     shape = shape + 1.0  # size-biased (Palm), as in `wait_probability`
     pmf[:, 0] = np.where(nb, (1.0 - q) ** shape, np.exp(-mean))
-    for k in range(1, width):
-        pmf[:, k] = pmf[:, k - 1] * np.where(nb, (shape + k - 1) / k * q, mean / k)
-    return pmf
+    # P(N = k) = P(N = k - 1) x ratio(k), the ratios of all k at once; `multiply.accumulate` multiplies
+    # them in the same order as a loop over k would, to the last bit.
+    k = np.arange(1, width, dtype=float)[None, :]
+    pmf[:, 1:] = np.where(nb[:, None], (shape[:, None] + k - 1) / k * q[:, None], mean[:, None] / k)
+    return np.multiply.accumulate(pmf, axis=1)
 
 
 def _tail_table(mean: np.ndarray, disp: np.ndarray, width: int) -> np.ndarray:
@@ -621,15 +623,15 @@ def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg:
     next_change = memory.next_refit
     for pool in config.pools:
         floor = _floor(pool, cfg)
-        f = memory.forecasts.get(pool.name)
-        if f is None:
+        fc = memory.forecasts.get(pool.name)
+        if fc is None:
             targets[pool.name] = pool.min_ready
             continue
         lead = memory.leads.get(pool.name)
         lead = lead_time_s(pool, config, cfg) if lead is None else lead
-        target, change = _target_and_change(f, now, lead, floor, pool.max_total, memory.next_refit)
+        target, change = _target_and_change(fc, now, lead, floor, pool.max_total, memory.next_refit)
         targets[pool.name] = target
         next_change = min(next_change, change)
-        if f.locations:
-            locations[pool.name] = f.locations
+        if fc.locations:
+            locations[pool.name] = fc.locations
     return Sizing(targets, locations, memory, tuple(notes), next_change)

@@ -12,6 +12,7 @@ import itertools
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import simpy
 
@@ -74,8 +75,8 @@ class SimCloud:
         self._mode: str | None = None
         self._outage: Outage | None = None
         for o in spec.outages:
-            self._at(o.start, lambda o=o: self._begin(o))
-            self._at(o.end, lambda o=o: self._finish(o))
+            self._at(o.start, partial(self._begin, o))
+            self._at(o.end, partial(self._finish, o))
 
     # -- the Cloud port -------------------------------------------------------------------------
     def launch(self, *, pool: str, tags: Mapping[str, str]) -> str:
@@ -86,7 +87,7 @@ class SimCloud:
         self._vms[vm.id] = vm
         self._live += 1
         boot = self._rng.lognormvariate(0.0, self.spec.boot_sigma) * self.spec.boot_median_s
-        if self._mode == SLOW:
+        if self._mode == SLOW and self._outage is not None:
             boot *= self._outage.factor
         failed = self._rng.random() < self.spec.boot_failure_rate
         self._at(self._env.now + boot, lambda: self._booted(vm, failed))
@@ -114,7 +115,8 @@ class SimCloud:
     def _call(self) -> None:
         if self._mode == DOWN:
             raise CloudError(f"{self.name}: unreachable")
-        rate = self._outage.error_rate if self._mode == ERRORS else self.spec.api_error_rate
+        outage = self._outage
+        rate = outage.error_rate if self._mode == ERRORS and outage is not None else self.spec.api_error_rate
         if rate and self._rng.random() < rate:
             raise CloudError(f"{self.name}: API error")
 

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from math import exp as _exp
 from math import log as _log
+from math import sqrt as _sqrt
 
 from twin.scenario import DemandSpec
 
 DAY, WEEK = 86400.0, 604800.0
-_NV_MAGICCONST = random.NV_MAGICCONST  # Kinderman and Monahan, as random.normalvariate uses it
+_NV_MAGICCONST = 4 * _exp(-0.5) / _sqrt(2.0)  # Kinderman and Monahan's, as random.normalvariate has it
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def arrivals(pool: str, spec: DemandSpec, rng: random.Random, *, duration_s: flo
     base = spec.rate_per_hour / 3600.0
     week = [[base * spec.daily[h] * spec.weekly[(d + start_weekday) % 7] for h in range(24)] for d in range(7)]
     surges = [(s.start, s.end, s.factor) for s in spec.surges]
-    random_, expovariate, randbelow = rng.random, rng.expovariate, rng._randbelow
+    random_, expovariate, randbelow = rng.random, rng.expovariate, rng._randbelow  # type: ignore[attr-defined]
     n_locs = len(locs)
     s_sigma, s_median = spec.session_sigma, spec.session_median_s
     b_sigma, b_median = spec.busy_sigma, spec.busy_median_s

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import simpy
 
@@ -40,11 +41,16 @@ class _VmRec:
 
     def __init__(self, vm_id: str, pool: str, cloud: str, now: float, dirty: set[_VmRec]):
         self.id, self.pool, self.cloud = vm_id, pool, cloud
-        self.cloud_id: str | None = None
+        self.cloud_id: str = ""  # the cloud's id for it, set when the launch returns
         self.state = VmState.BOOTING
         self.created_at = now
-        self.ready_at = self.owner = self.request = self.allocated_at = None
-        self.last_input_at = self.last_busy_at = self.warned_at = None
+        self.ready_at: float | None = None
+        self.owner: str | None = None
+        self.request: str | None = None
+        self.allocated_at: float | None = None
+        self.last_input_at: float | None = None
+        self.last_busy_at: float | None = None
+        self.warned_at: float | None = None
         self.cpu = IDLE_CPU
         self.drained = False
         self.present = False  # the user is at the keyboard
@@ -136,13 +142,12 @@ class Twin:
             self.env.process(self._arrive(stream))
         for c in self.config.clouds:
             for w in c.maintenance:
-                self._at(w.start, lambda c=c.name, w=w: self._emit(ev.MAINTENANCE_START, cloud=c,
-                                                                   details={"end": w.end}))
-                self._at(w.end, lambda c=c.name: self._emit(ev.MAINTENANCE_END, cloud=c))
+                self._at(w.start, partial(self._emit, ev.MAINTENANCE_START, cloud=c.name, details={"end": w.end}))
+                self._at(w.end, partial(self._emit, ev.MAINTENANCE_END, cloud=c.name))
         self.env.process(self._periodic())
         self.env.process(self._heartbeat())
         if self._progress:
-            self.env.process(self._report_progress())
+            self.env.process(self._report_progress(self._progress))
         self.env.run(until=sc.duration_s)
         return self.events
 
@@ -176,13 +181,13 @@ class Twin:
         """Log an event from outside the controller (e.g. the predictive sizer's policy notes)."""
         self._emit(kind, **fields)
 
-    def _arrive(self, stream: Iterable[Arrival]) -> Iterator[simpy.Event]:
+    def _arrive(self, stream: Iterable[Arrival]) -> Generator[simpy.Event, object, None]:
         env = self.env
         for a in stream:
             yield env.timeout(a.t - env.now)
             self._request(a)
 
-    def _periodic(self) -> Iterator[simpy.Event]:
+    def _periodic(self) -> Generator[simpy.Event, object, None]:
         # A periodic pass before the policy's next wakeup would decide nothing, so it is skipped
         # (unless `skip_idle_passes` is off, which tests use to show the results are identical).
         # The wakeup only ever moves earlier between passes (a VM that changed may have a rule due
@@ -203,7 +208,7 @@ class Twin:
                         self._pass()
             yield self.env.timeout(period)
 
-    def _heartbeat(self) -> Iterator[simpy.Event]:
+    def _heartbeat(self) -> Generator[simpy.Event, object, None]:
         # The VM agent reports user input periodically, as it would live. A report the policy cannot
         # tell from the last one before the next beat is not delivered (with `skip_idle_passes`):
         # input matters only through the VM's rule due times (core.schedule.known_due_times), so a VM is
@@ -225,10 +230,10 @@ class Twin:
         times = known_due_times(rec.vm, self._pools, self.config, self._memory.vm_dues)
         return bool(times) and times[0] <= t
 
-    def _report_progress(self) -> Iterator[simpy.Event]:
+    def _report_progress(self, progress: Callable[[float], None]) -> Generator[simpy.Event, object, None]:
         step = max(self.scenario.duration_s / 200, 1.0)
         while True:
-            self._progress(self.env.now)
+            progress(self.env.now)
             yield self.env.timeout(step)
 
     # ---- the policy pass -----------------------------------------------------------------------
@@ -444,7 +449,7 @@ class Twin:
             if kind == "up":
                 self._emit(ev.CLOUD_UP, cloud=cloud)
                 return
-            rec = self._by_cloud_id.get(cloud_id)
+            rec = self._by_cloud_id.get(cloud_id) if cloud_id is not None else None
             if rec is None:
                 return
             now = self.env.now
@@ -470,9 +475,9 @@ class Twin:
                 self._emit(ev.GONE, pool=rec.pool, cloud=cloud, vm=rec.id, user=rec.owner,
                            details={"state": rec.state.value})
                 self._forget(rec)
-                if rec.state == VmState.ALLOCATED and rec.present:
+                a = rec.arrival
+                if rec.state == VmState.ALLOCATED and rec.present and a is not None:
                     # The user lost their VM with its cloud: they ask again for the rest of their work.
-                    a = rec.arrival
                     left = max(60.0, a.session_s - (now - (rec.allocated_at or now)))
                     self._request(Arrival(now, a.pool, a.user, a.location, left, a.abandons, a.busy_s))
             self._poke()
@@ -501,7 +506,7 @@ class Twin:
     def _forget(self, rec: _VmRec) -> None:
         self._vms.pop(rec.id, None)
         self._views.pop(rec.id, None)
-        if rec.cloud_id is not None:
+        if rec.cloud_id:
             self._by_cloud_id.pop(rec.cloud_id, None)
 
     def _sample(self, cloud: str, kind: str, ok: bool, duration: float = 0.0) -> None:
@@ -514,7 +519,8 @@ class Twin:
 
     def _emit(self, kind: str, *, pool: str | None = None, cloud: str | None = None, vm: str | None = None,
               user: str | None = None, details: dict | None = None) -> None:
-        self.events.append(Event(self.env.now, kind, pool, cloud, vm, user, details or {}))
+        # float(): SimPy's clock starts at the integer 0; events carry seconds as floats throughout.
+        self.events.append(Event(float(self.env.now), kind, pool, cloud, vm, user, details or {}))
 
     def _at(self, t: float, fn: Callable[[], None]) -> None:
         e = self.env.timeout(max(0.0, t - self.env.now))

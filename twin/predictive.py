@@ -174,7 +174,7 @@ def validate_predictive(ctx: _Ctx, raw: Any, path: str) -> PredictiveConfig:
         window_s=_duration(ctx, m.get("history", "14d"), path + ".history", positive=True),
         min_history_s=_duration(ctx, m.get("min_history", "24h"), path + ".min_history"),
         shadow=m.get("shadow", False), per_pool_budget=m.get("per_pool", False), engine=engine,
-        floor=None if floor is None else _number(ctx, floor, path + ".floor", integer=True))
+        floor=None if floor is None else int(_number(ctx, floor, path + ".floor", integer=True)))
     if cfg.refit_s % HOUR:
         raise ctx.fail(path + ".refit", "must be a whole number of hours")
     if cfg.window_s < cfg.min_history_s:
