@@ -571,8 +571,8 @@ def _target_and_change(f: PoolForecast, now: float, lead: float, floor: int, cap
         here, ahead = ahead, at(j + 1)
 
 
-def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg: PredictiveConfig,
-                    memory: ForecastMemory | None = None, *, now: float, week_origin: float = 0.0,
+def predict_targets(histories: Mapping[str, DemandHistory], config: Config, cfg: PredictiveConfig, *,
+                    now: float, memory: ForecastMemory | None = None, week_origin: float = 0.0,
                     calendar: Sequence[CalendarEntry] = ()) -> Sizing:
     """Reserves per pool from the forecast; refits (and notes it) when a refit time has come.
 

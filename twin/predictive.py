@@ -126,7 +126,7 @@ class PredictiveSizer:
         now = snapshot.now
         if now >= self._next_change:
             hist = self.histories(now) if needs_refit(self.memory, now) else {}
-            sizing = predict_targets(hist, self.config, self.cfg, self.memory, now=now,
+            sizing = predict_targets(hist, self.config, self.cfg, memory=self.memory, now=now,
                                      week_origin=self.week_origin, calendar=self.calendar)
             self.memory = sizing.memory
             self._next_change = sizing.next_change

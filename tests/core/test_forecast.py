@@ -67,9 +67,9 @@ def test_refits_on_schedule_not_per_pass():
     now = 3 * 86400.0
     s1 = predict_targets({"p": _history(3)}, CONFIG, cfg, now=now)
     assert s1.notes and s1.memory.next_refit == now + cfg.refit_s
-    s2 = predict_targets({}, CONFIG, cfg, s1.memory, now=now + 3600)  # no history needed between refits
+    s2 = predict_targets({}, CONFIG, cfg, memory=s1.memory, now=now + 3600)  # no history needed between refits
     assert not s2.notes and s2.memory is s1.memory
-    s3 = predict_targets({"p": _history(3)}, CONFIG, cfg, s1.memory, now=now + cfg.refit_s)
+    s3 = predict_targets({"p": _history(3)}, CONFIG, cfg, memory=s1.memory, now=now + cfg.refit_s)
     assert s3.notes and s3.memory is not s1.memory
 
 
@@ -78,15 +78,15 @@ def test_targets_follow_the_daily_cycle_and_switch_one_lead_ahead():
     hist = {"p": _history(7, 2.0)}
     day = 7 * 86400.0
     mem = predict_targets(hist, CONFIG, cfg, now=day).memory
-    night = predict_targets(hist, CONFIG, cfg, mem, now=day + 3 * 3600).targets["p"]
-    peak = predict_targets(hist, CONFIG, cfg, mem, now=day + 10 * 3600).targets["p"]
+    night = predict_targets(hist, CONFIG, cfg, memory=mem, now=day + 3 * 3600).targets["p"]
+    peak = predict_targets(hist, CONFIG, cfg, memory=mem, now=day + 10 * 3600).targets["p"]
     assert night == 0 and peak >= 2
     lead = 90.0 + cfg.lead_buffer_s
     plan = mem.forecasts["p"].reserves
     rise = next(h for h in range(1, 24) if plan[h] > plan[h - 1])  # the morning's first rise
-    before = predict_targets(hist, CONFIG, cfg, mem, now=day + 3 * 3600)
+    before = predict_targets(hist, CONFIG, cfg, memory=mem, now=day + 3 * 3600)
     assert before.next_change == day + rise * 3600 - lead  # no pass at hours whose reserve is the same
-    at = predict_targets(hist, CONFIG, cfg, mem, now=day + rise * 3600 - lead)
+    at = predict_targets(hist, CONFIG, cfg, memory=mem, now=day + rise * 3600 - lead)
     assert at.targets["p"] == plan[rise] > before.targets["p"]
     assert at.next_change > day + rise * 3600 - lead
     assert dict(at.locations["p"]) == {"home": 0.75, "remote": 0.25}
@@ -116,7 +116,7 @@ def test_never_below_the_floor():
     hist = {"p": _history(7)}
     mem = predict_targets(hist, CONFIG, cfg, now=7 * 86400.0).memory
     for h in range(24):
-        s = predict_targets(hist, CONFIG, cfg, mem, now=7 * 86400.0 + h * 3600)
+        s = predict_targets(hist, CONFIG, cfg, memory=mem, now=7 * 86400.0 + h * 3600)
         mem = s.memory
         assert s.targets["p"] >= 2
 
