@@ -28,6 +28,9 @@ class CloudHealth:
     probe_at: float = float("-inf")  # when the probe launch was sent
 
 
+FRESH = CloudHealth()  # a cloud the policy has no memory of yet (one shared instance: it is immutable)
+
+
 @dataclass(frozen=True)
 class HealthChange:
     """A note for the event log: the policy's view of a cloud changed."""
@@ -83,7 +86,7 @@ def update_health(snapshot: Snapshot, config: Config, memory: dict[str, CloudHea
     out: dict[str, CloudHealth] = {}
     changes: list[HealthChange] = []
     for cloud in config.clouds:
-        h = memory.get(cloud.name, CloudHealth())
+        h = memory.get(cloud.name, FRESH)
         verdict, good_boots = judge_cloud(snapshot.observation(cloud.name), cloud,
                                           booting.get(cloud.name, []), now=now, since=h.since, cfg=cfg,
                                           strict=h.status == PROBING)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from core.actions import Action, Assign, Drain, Launch, Terminate, Warn
 from core.allocation import assign_requests
 from core.config import Config
-from core.health import PROBING, CloudHealth, HealthChange, update_health, usable
+from core.health import FRESH, PROBING, CloudHealth, HealthChange, update_health, usable
 from core.maintenance import clouds_going_down, plan_maintenance
 from core.placement import place_launches, place_urgent
 from core.reclaim import select_reclaims
@@ -95,7 +95,7 @@ def launchable_clouds(config: Config, memory: PolicyMemory, now: float) -> set[s
     """
     going_down = clouds_going_down(config, now)
     return {c.name for c in config.clouds
-            if usable(memory.clouds.get(c.name, CloudHealth())) and c.name not in going_down}
+            if usable(memory.clouds.get(c.name, FRESH)) and c.name not in going_down}
 
 
 def _already(t: Terminate | Drain, actions: list[Action]) -> bool:

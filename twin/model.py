@@ -7,6 +7,7 @@ boot finished or failed, a VM lost, a release).
 """
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -30,6 +31,7 @@ from twin.scenario import Scenario
 
 BUSY_CPU = 95.0
 IDLE_CPU = 1.0
+TICK_PRIORITY = 2  # after SimPy's URGENT (0) and NORMAL (1) events at the same instant
 
 
 class _VmRec:
@@ -119,6 +121,9 @@ class Twin:
         self._pass_scheduled = False
         self._skip = skip_idle_passes
         self._next_due = 0.0
+        self._tick_at = math.inf  # the pending periodic tick's time (inf: none)
+        self._tick_token = 0  # identifies the pending tick; older ones are stale
+        self._last_tick = -math.inf
         self._forced = True  # a pass is due whatever the rules say (the first one; a failure to judge; ...)
         self._last_pass = 0.0
         self._unjudged_failure = False
@@ -144,7 +149,7 @@ class Twin:
             for w in c.maintenance:
                 self._at(w.start, partial(self._emit, ev.MAINTENANCE_START, cloud=c.name, details={"end": w.end}))
                 self._at(w.end, partial(self._emit, ev.MAINTENANCE_END, cloud=c.name))
-        self.env.process(self._periodic())
+        self._schedule_tick(0.0)
         self.env.process(self._heartbeat())
         if self._progress:
             self.env.process(self._report_progress(self._progress))
@@ -187,26 +192,55 @@ class Twin:
             yield env.timeout(a.t - env.now)
             self._request(a)
 
-    def _periodic(self) -> Generator[simpy.Event, object, None]:
-        # A periodic pass before the policy's next wakeup would decide nothing, so it is skipped
-        # (unless `skip_idle_passes` is off, which tests use to show the results are identical).
-        # The wakeup only ever moves earlier between passes (a VM that changed may have a rule due
-        # sooner), so when it arrives the rules are asked again about the VMs as they are now: a due
-        # time that belonged to a VM since changed (a boot judged slow that finished in time, an
-        # idle VM whose user came back) needs no pass. About a third of the passes were such.
+    # ---- the periodic tick ----------------------------------------------------------------------
+    # The controller's period makes a grid of ticks (0, period, 2 x period, ...). A tick runs after
+    # every other event at its instant (TICK_PRIORITY), so a periodic pass sees all that happened then.
+    # A tick before the policy's next wakeup would decide nothing, so none is scheduled (unless
+    # `skip_idle_passes` is off, which tests use to show the results are identical): the twin sleeps
+    # to the tick of its next due time, and brings that tick forward when something makes a rule due
+    # sooner. The wakeup only ever moves earlier between passes (a VM that changed may have a rule due
+    # sooner), so when its tick comes the rules are asked again about the VMs as they are now: a due
+    # time that belonged to a VM since changed (a boot judged slow that finished in time, an idle VM
+    # whose user came back) needs no pass.
+
+    def _due(self, t: float) -> None:
+        """A pass is due at `t` (or earlier, if one already was): make sure a tick comes then."""
+        if t < self._next_due:
+            self._next_due = t
+        self._schedule_tick(self._next_due)
+
+    def _schedule_tick(self, due: float) -> None:
+        """Schedule the first tick at or after `due` not yet run, unless one at or before it is pending."""
+        if due == math.inf:
+            return  # nothing is due: the next event that makes something due schedules its tick
         period = self.config.policy.period_s
-        while True:
-            now = self.env.now
-            if not self._skip:
+        t = max(math.ceil(due / period) * period, self._last_tick + period)
+        if t >= self._tick_at:
+            return
+        self._tick_at = t
+        self._tick_token += 1
+        tick = simpy.Event(self.env)
+        tick._ok, tick._value = True, None  # a plain event that fires at `t`, as a Timeout would
+        tick.callbacks.append(partial(self._on_tick, self._tick_token))
+        self.env.schedule(tick, TICK_PRIORITY, t - self.env.now)
+
+    def _on_tick(self, token: int, _event: simpy.Event) -> None:
+        if token != self._tick_token:
+            return  # superseded: an earlier tick was scheduled, which has scheduled its own successor
+        now = self.env.now
+        self._tick_at, self._last_tick = math.inf, now
+        if not self._skip:
+            self._pass()
+            self._schedule_tick(now)
+            return
+        if now >= self._next_due:
+            if self._forced:
                 self._pass()
-            elif now >= self._next_due:
-                if self._forced:
+            else:
+                self._next_due = self._recheck()
+                if now >= self._next_due:
                     self._pass()
-                else:
-                    self._next_due = self._recheck()
-                    if now >= self._next_due:
-                        self._pass()
-            yield self.env.timeout(period)
+        self._schedule_tick(self._next_due)
 
     def _heartbeat(self) -> Generator[simpy.Event, object, None]:
         # The VM agent reports user input periodically, as it would live. A report the policy cannot
@@ -287,6 +321,7 @@ class Twin:
                 self._next_due = min(self._next_due, change(snap.now))
             if self._unjudged_failure:  # a call failed while applying the actions: judge it next tick
                 self._force_pass()
+            self._schedule_tick(self._next_due)
 
     def _wakeup(self, snap: Snapshot, after: float | None = None) -> float:
         return next_wakeup(snap, self.config, self._memory.clouds, self._surplus, after=after,
@@ -301,7 +336,7 @@ class Twin:
     def _force_pass(self) -> None:
         """Make the next periodic pass run whatever the rules' due times say."""
         self._forced = True
-        self._next_due = min(self._next_due, self.env.now)
+        self._due(self.env.now)
 
     def _apply(self, d: Decision) -> None:
         for change in d.health_changes:
@@ -323,18 +358,19 @@ class Twin:
     # ---- applying actions ------------------------------------------------------------------------
     def _launch(self, a: Launch, refused: set[str]) -> None:
         """Launch on the chosen cloud; if it refuses, fail over to the next launchable one."""
-        order = [a.cloud]
-        if not a.probe:
-            usable = launchable_clouds(self.config, self._memory, self.env.now) - {a.cloud}
-            order += [c.name for c in rank_clouds(self.config.pool(a.pool), self.config, usable)]
-        for cloud in order:
-            if cloud in refused and cloud != a.cloud:
+        if self._try_launch(a, a.cloud):
+            return
+        refused.add(a.cloud)
+        if a.probe:
+            return
+        # The failover order is worked out only when needed: nearly every launch succeeds first time.
+        usable = launchable_clouds(self.config, self._memory, self.env.now) - {a.cloud}
+        for c in rank_clouds(self.config.pool(a.pool), self.config, usable):
+            if c.name in refused:
                 continue
-            if self._try_launch(a, cloud):
+            if self._try_launch(a, c.name):
                 return
-            refused.add(cloud)
-            if a.probe:
-                return
+            refused.add(c.name)
 
     def _try_launch(self, a: Launch, cloud: str) -> bool:
         now = self.env.now
@@ -500,8 +536,8 @@ class Twin:
         surplus = self._surplus is None or rec.pool in self._surplus
         t = vm_wakeup(rec.vm, self._pools[rec.pool], self.config, now=self.env.now, after=self.env.now,
                       surplus=surplus)
-        if t < self._next_due:
-            self._next_due = t
+        self._due(t)
+
     # ---- bookkeeping -------------------------------------------------------------------------------
     def _forget(self, rec: _VmRec) -> None:
         self._vms.pop(rec.id, None)
