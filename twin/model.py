@@ -69,11 +69,10 @@ class _VmRec:
     @property
     def vm(self) -> Vm:
         if self._vm is None:
-            self._vm = Vm(id=self.id, pool=self.pool, cloud=self.cloud, state=self.state,
-                          created_at=self.created_at, ready_at=self.ready_at, owner=self.owner,
-                          allocated_at=self.allocated_at, last_input_at=self.last_input_at,
-                          last_busy_at=self.last_busy_at, cpu_percent=self.cpu, warned_at=self.warned_at,
-                          drained=self.drained)
+            # Positional, in Vm's field order (a view is built at every change: keywords cost more).
+            self._vm = Vm(self.id, self.pool, self.cloud, self.state, self.created_at, self.ready_at, self.owner,
+                          self.allocated_at, self.last_input_at, self.last_busy_at, self.cpu, 0.0, self.warned_at,
+                          self.drained)
         return self._vm
 
 
