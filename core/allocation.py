@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from core.actions import Assign
+from core.census import Census, take_census
 from core.config import Config
 from core.placement import latency_ms
-from core.snapshot import Snapshot, Vm, VmState
+from core.snapshot import Snapshot
 
 
 def assign_requests(snapshot: Snapshot, config: Config, unavailable: set[str],
-                    going_down: dict[str, float]) -> list[Assign]:
+                    going_down: dict[str, float], *, census: Census | None = None) -> list[Assign]:
     """Match pending requests to ready VMs of their pool.
 
     A VM on a cloud about to go down is used only when nothing else is ready; among the rest the
@@ -16,10 +17,8 @@ def assign_requests(snapshot: Snapshot, config: Config, unavailable: set[str],
     """
     if not snapshot.requests:
         return []  # most passes: nobody waiting
-    ready: dict[str, list[Vm]] = {}
-    for vm in snapshot.vms:
-        if vm.state == VmState.READY and vm.id not in unavailable:
-            ready.setdefault(vm.pool, []).append(vm)
+    c = census if census is not None else take_census(snapshot)
+    ready = {pool: [vm for vm in vms if vm.id not in unavailable] for pool, vms in c.ready.items()}
     regions = {c.name: c.region for c in config.clouds}
     out: list[Assign] = []
     for req in sorted(snapshot.requests, key=lambda r: (r.requested_at, r.id)):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from core.census import Census, take_census
 from core.config import CloudConfig, Config, HealthConfig
-from core.snapshot import CloudObservation, Snapshot, VmState
+from core.snapshot import CloudObservation, Snapshot
 
 OK, BACKOFF, PROBING = "ok", "backoff", "probing"
 GOOD, FAILING, SLOW = "good", "failing", "slow"
@@ -74,15 +75,12 @@ def judge_cloud(obs: CloudObservation, cloud: CloudConfig, booting_ages: list[fl
     return GOOD, fast
 
 
-def update_health(snapshot: Snapshot, config: Config, memory: dict[str, CloudHealth]
-                  ) -> tuple[dict[str, CloudHealth], list[HealthChange]]:
-    """Advance each cloud's backoff state machine by one pass."""
+def update_health(snapshot: Snapshot, config: Config, memory: dict[str, CloudHealth], *,
+                  census: Census | None = None) -> tuple[dict[str, CloudHealth], list[HealthChange]]:
+    """Advance each cloud's backoff state machine by one pass (`census`: the snapshot's, if taken)."""
     now, cfg = snapshot.now, config.policy.health
-    booting: dict[str, list[float]] = {}
-    b, r = VmState.BOOTING, VmState.REQUESTED
-    for vm in snapshot.vms:
-        if vm.state is b or vm.state is r:
-            booting.setdefault(vm.cloud, []).append(now - vm.created_at)
+    since = (census if census is not None else take_census(snapshot)).booting_since
+    booting = {cloud: [now - t for t in created] for cloud, created in since.items()}
     out: dict[str, CloudHealth] = {}
     changes: list[HealthChange] = []
     for cloud in config.clouds:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from core.actions import Action, Assign, Drain, Launch, Terminate, Warn
 from core.allocation import assign_requests
+from core.census import Census, removed_vms, take_census
 from core.config import Config
 from core.health import FRESH, PROBING, CloudHealth, HealthChange, update_health, usable
 from core.maintenance import clouds_going_down, plan_maintenance
@@ -18,7 +19,7 @@ from core.placement import place_launches, place_urgent
 from core.reclaim import select_reclaims
 from core.schedule import due_table
 from core.sizing import PoolNeed, size_pools
-from core.snapshot import LIVE_STATES, Snapshot, Vm
+from core.snapshot import Snapshot, Vm
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ def decide(snapshot: Snapshot, config: Config, memory: PolicyMemory | None = Non
     """
     memory = memory or PolicyMemory()
     now = snapshot.now
-    health, changes = update_health(snapshot, config, dict(memory.clouds))
+    census = take_census(snapshot)
+    health, changes = update_health(snapshot, config, dict(memory.clouds), census=census)
     going_down = clouds_going_down(config, now)
     healthy = {c.name for c in config.clouds if usable(health[c.name]) and c.name not in going_down}
 
@@ -63,15 +65,15 @@ def decide(snapshot: Snapshot, config: Config, memory: PolicyMemory | None = Non
     actions += [a for a in plan_maintenance(snapshot, config, going_down) if not _already(a, actions)]
     removed = {a.vm for a in actions if isinstance(a, Terminate)}
 
-    assigns = assign_requests(snapshot, config, removed, going_down)
+    assigns = assign_requests(snapshot, config, removed, going_down, census=census)
     actions += assigns
     assigned = {a.vm for a in assigns}
     served = {a.request for a in assigns}
 
     discounted = set(going_down) | {c for c, h in health.items() if not usable(h)}
     needs = size_pools(snapshot, config, removed=removed, assigned=assigned, served=served,
-                       discounted_clouds=discounted, targets=targets)
-    headroom = _headroom(snapshot, config, removed)
+                       discounted_clouds=discounted, targets=targets, census=census)
+    headroom = _headroom(snapshot, config, removed, census)
     pools = {p.name: p for p in config.pools}
     for need in needs:
         pool = pools[need.pool]
@@ -102,11 +104,11 @@ def _already(t: Terminate | Drain, actions: list[Action]) -> bool:
     return any(isinstance(a, Terminate) and a.vm == t.vm for a in actions)
 
 
-def _headroom(snapshot: Snapshot, config: Config, removed: set[str]) -> dict[str, int]:
-    used = dict.fromkeys((c.name for c in config.clouds), 0)
-    for vm in snapshot.vms:
-        if vm.state in LIVE_STATES and vm.cloud in used and vm.id not in removed:
-            used[vm.cloud] += 1
+def _headroom(snapshot: Snapshot, config: Config, removed: set[str], census: Census) -> dict[str, int]:
+    used = {c.name: census.cloud_live.get(c.name, 0) for c in config.clouds}
+    for vm in removed_vms(snapshot, removed):
+        if vm.cloud in used:
+            used[vm.cloud] -= 1
     return {c.name: c.quota - used[c.name] for c in config.clouds}
 
 
