@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import simpy
+from simpy.events import EventPriority
 
 from core import events as ev
 from core.actions import Assign, Drain, Launch, Terminate, Warn
@@ -31,7 +32,7 @@ from twin.scenario import Scenario
 
 BUSY_CPU = 95.0
 IDLE_CPU = 1.0
-TICK_PRIORITY = 2  # after SimPy's URGENT (0) and NORMAL (1) events at the same instant
+TICK_PRIORITY = EventPriority(2)  # after SimPy's URGENT (0) and NORMAL (1) events at the same instant
 
 
 class _VmRec:
