@@ -146,7 +146,14 @@ def next_wakeup(snapshot: Snapshot, config: Config, clouds: Mapping[str, CloudHe
             t = surplus_due(vm)
             if floor < t < best:
                 best = t
-    due = [evidence_wakeup(obs, config) for obs in snapshot.clouds]
+    return min(best, cloud_wakeup(snapshot.clouds, config, clouds, after=floor))
+
+
+def cloud_wakeup(observations: tuple[CloudObservation, ...], config: Config,
+                 clouds: Mapping[str, CloudHealth] | None = None, *, after: float) -> float:
+    """`next_wakeup`'s rules that concern clouds, not VMs: health evidence ageing out, backoffs
+    ending, probes timing out, maintenance windows. The first of their due times later than `after`."""
+    due = [evidence_wakeup(obs, config) for obs in observations]
     for h in (clouds or {}).values():
         if h.status == BACKOFF:
             due.append(h.until)
@@ -156,4 +163,4 @@ def next_wakeup(snapshot: Snapshot, config: Config, clouds: Mapping[str, CloudHe
     for c in config.clouds:
         for w in c.maintenance:
             due += (w.start - lead, w.start, w.end)
-    return min([best, *(t for t in due if t > floor)])
+    return min((t for t in due if t > after), default=math.inf)

@@ -24,7 +24,7 @@ from core.events import Event
 from core.placement import rank_clouds
 from core.policy import Decision, PolicyMemory, decide, launchable_clouds
 from core.ports import POOL_TAG, VM_TAG, CloudError
-from core.schedule import known_due_times, next_wakeup, vm_wakeup
+from core.schedule import cloud_wakeup, known_due_times, next_wakeup, surplus_due, vm_wakeup
 from core.snapshot import CloudObservation, HealthSample, Request, Snapshot, Vm, VmState
 from twin.cloud import SimCloud
 from twin.demand import Arrival, arrivals
@@ -280,15 +280,7 @@ class Twin:
     def snapshot(self, *, evidence_since: float | None = None) -> Snapshot:
         """The policy's view now; `evidence_since`: keep health samples still in the window at that
         earlier time (a re-check needs the evidence that has aged out since the last pass)."""
-        horizon = (self.env.now if evidence_since is None else evidence_since) - self.config.policy.health.window_s
-        observed = self._observed
-        for name, samples in self._samples.items():
-            if samples and samples[0].at < horizon:
-                while samples and samples[0].at < horizon:
-                    samples.popleft()
-                observed.pop(name, None)
-        obs = tuple(observed.get(name) or observed.setdefault(name, CloudObservation(name, tuple(samples)))
-                    for name, samples in self._samples.items())
+        obs = self._observations(self.env.now if evidence_since is None else evidence_since)
         if self._dirty:
             views = self._views
             for rec in self._dirty:
@@ -299,7 +291,23 @@ class Twin:
             self._requests = tuple(p.request for p in self._pending.values())
         return Snapshot(now=self.env.now, vms=tuple(self._views.values()), requests=self._requests, clouds=obs)
 
+    def _observations(self, at: float) -> tuple[CloudObservation, ...]:
+        """Each cloud's health samples still in the window at `at`."""
+        horizon = at - self.config.policy.health.window_s
+        observed = self._observed
+        for name, samples in self._samples.items():
+            if samples and samples[0].at < horizon:
+                while samples and samples[0].at < horizon:
+                    samples.popleft()
+                observed.pop(name, None)
+        return tuple(observed.get(name) or observed.setdefault(name, CloudObservation(name, tuple(samples)))
+                     for name, samples in self._samples.items())
+
     def _pass(self) -> None:
+        # A pass made for an event (a request, a boot), with no rule due yet, changes only the VMs its
+        # actions touch: the wakeup follows from the one it had and theirs (see _wakeup_after_actions).
+        for_event = not self._forced and self._next_due > self.env.now and self._surplus is not None
+        surplus_before = self._surplus
         self._pass_scheduled = False
         self._forced = False
         self._unjudged_failure = False  # this pass's snapshot carries every failure so far
@@ -314,7 +322,10 @@ class Twin:
         self._surplus = {n.pool for n in decision.needs if n.available > n.target}
         self._capped = {n.pool for n in decision.needs if n.launch < n.target - n.available}
         if self._skip:
-            self._next_due = self._wakeup(self.snapshot() if decision.actions else snap)
+            if for_event and surplus_before is not None:
+                self._next_due = self._wakeup_after_actions(surplus_before)
+            else:
+                self._next_due = self._wakeup(self.snapshot() if decision.actions else snap)
             # A sizer whose targets change with time (a forecast per hour) needs a pass when they do.
             change = getattr(self._sizer, "next_change", None)
             if change is not None:
@@ -326,6 +337,29 @@ class Twin:
     def _wakeup(self, snap: Snapshot, after: float | None = None) -> float:
         return next_wakeup(snap, self.config, self._memory.clouds, self._surplus, after=after,
                            dues=self._memory.vm_dues)
+
+    def _wakeup_after_actions(self, surplus_before: set[str]) -> float:
+        """The wakeup after an event's pass: the one before it, or sooner for what the pass changed.
+
+        The wakeup before the pass was no later than any VM's next due time (it only moves earlier
+        between passes), so only the VMs the actions touched, the pools that became surplus and the
+        clouds (the pass updated their health and samples) can bring it forward. A VM the actions
+        removed may leave it early: the tick then re-checks and finds nothing due (see _on_tick).
+        """
+        now, surplus = self.env.now, self._surplus or set()
+        t = self._next_due
+        for rec in self._dirty:  # the records the actions changed or launched (the pass's snapshot took the rest)
+            if rec.id in self._vms:
+                t = min(t, vm_wakeup(rec.vm, self._pools[rec.pool], self.config, now=now, after=now,
+                                     surplus=rec.pool in surplus))
+        grown = surplus - surplus_before
+        if grown:  # their ready VMs may now be trimmed as surplus with time
+            for view in self._views.values():
+                if view.pool in grown:
+                    due = surplus_due(view)
+                    if now < due < t:
+                        t = due
+        return min(t, cloud_wakeup(self._observations(now), self.config, self._memory.clouds, after=now))
 
     def _recheck(self) -> float:
         """The policy's wakeup for the VMs as they are now: its earliest rule due since the last pass."""
