@@ -235,11 +235,15 @@ def plan_reserves_jointly(series: Sequence[tuple], service_level: float) -> list
     allowed = (ks[None, :] >= floor[:, None]) & (ks[None, :] <= hi[:, None])
     waits = np.where(allowed, waits, np.inf)
     budget = (1.0 - service_level) * float(rate.sum())
-    idx = np.arange(len(rate))
+    flat_waits = waits.ravel()
+    row_start = np.arange(len(rate)) * width
+    cost = np.empty_like(waits)  # reused by every `choose`: the bisection calls it some twenty times
 
     def choose(mu: float) -> tuple[np.ndarray, float]:
-        pick = np.argmin(ks[None, :] + mu * waits, axis=1)
-        return pick, float(waits[idx, pick].sum())
+        np.multiply(waits, mu, out=cost)
+        np.add(cost, ks, out=cost)  # k + mu x waits: the same sums as `ks[None, :] + mu * waits`, in place
+        pick = cost.argmin(axis=1)
+        return pick, float(flat_waits[row_start + pick].sum())
 
     # Bisection on log(mu): a run plans a week of hours per pool at every refit, so the iterations
     # count; a relative precision of 1e-4 in mu is far below what the forecast itself can tell.
