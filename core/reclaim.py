@@ -21,11 +21,11 @@ def reclaim_verdict(vm: Vm, pool: PoolConfig, policy: PolicyConfig, now: float
         return Terminate(vm=vm.id, reason="max_age")
     active = last_activity(vm, now, policy)
     # A warning is void once the VM has been used since it was given.
-    warned = vm.warned_at is not None and vm.warned_at >= active
+    warned_at = vm.warned_at
     if now - active >= pool.idle_timeout_s:
-        if not warned:
+        if warned_at is None or not warned_at >= active:  # "not >=": exactly the old test
             return Warn(vm=vm.id, reason="idle", reclaim_at=now + pool.grace_s)
-        if now >= vm.warned_at + pool.grace_s:
+        if now >= warned_at + pool.grace_s:
             return Terminate(vm=vm.id, reason="idle")
         return None
     # An idle warning voided by later use must not stand in for the max_age one: only a warning

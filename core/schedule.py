@@ -35,8 +35,11 @@ def vm_due_times(vm: Vm, pool: PoolConfig, config: Config) -> tuple[float, ...]:
             idle = math.inf  # stays active until a new sample says otherwise
         else:
             active = last_activity(vm, start, policy)
-            warned = vm.warned_at is not None and vm.warned_at >= active
-            idle = vm.warned_at + pool.grace_s if warned else active + pool.idle_timeout_s
+            warned_at = vm.warned_at
+            if warned_at is not None and warned_at >= active:
+                idle = warned_at + pool.grace_s
+            else:
+                idle = active + pool.idle_timeout_s
         return tuple(sorted((start + pool.max_age_s - pool.grace_s, start + pool.max_age_s, idle)))
     if state is VmState.READY:
         return () if vm.ready_at is None else (vm.ready_at + pool.max_ready_age_s,)
