@@ -1,0 +1,140 @@
+"""Serve the mypyc-compiled policy core, but only while it matches the sources it was built from.
+
+Installed at interpreter start by `daaas-compiled.pth`, which scripts/build_compiled.py writes into
+the venv's site-packages next to the build in `.venv/daaas-compiled/` (extensions + manifest.json).
+
+A meta path finder placed first on `sys.meta_path`: for `core.<mod>` named in the manifest it returns
+the compiled extension only if EVERY compiled module's source, in the `core` package directory the
+import is actually reading (the `path` passed to find_spec), hashes to the manifest's sha256. All or
+nothing: mypyc binds calls between the modules of one group directly, so one edited source switches
+the whole group back to the interpreted `.py` files. Otherwise (and with `DAAAS_COMPILED=0`) it returns
+None and Python's normal import machinery loads the sources.
+
+`status()` says, in one line, whether this process runs core compiled or interpreted, and why.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+ENV = "DAAAS_COMPILED"
+PACKAGE = "core"
+
+
+def disabled() -> bool:
+    """`DAAAS_COMPILED=0` (or false/no/off) in the environment: interpreted, whatever is built."""
+    return os.environ.get(ENV, "").strip().lower() in ("0", "false", "no", "off")
+
+
+def _abi() -> dict[str, str]:
+    import sysconfig
+    return {"python": sys.version.split()[0], "cache_tag": sys.implementation.cache_tag,
+            "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX") or ""}
+
+
+class CompiledCoreFinder:
+    """A meta path finder for the compiled `core` modules of one build (see the module docstring)."""
+
+    daaas_compiled_finder = True  # how status() recognises it on sys.meta_path
+
+    def __init__(self, out: Path, manifest: dict) -> None:
+        self.out = out
+        self.modules: dict[str, dict] = manifest["modules"]
+        self.shared: dict = manifest["shared"]
+        self.verdicts: dict[str, tuple[bool, str]] = {}  # core package dir -> (compiled?, why)
+
+    def check(self, pkg_dir: str) -> tuple[bool, str]:
+        """Whether the sources in `pkg_dir` are exactly those compiled; the reason in words."""
+        if pkg_dir not in self.verdicts:
+            self.verdicts[pkg_dir] = self._check(Path(pkg_dir))
+        return self.verdicts[pkg_dir]
+
+    def _check(self, pkg_dir: Path) -> tuple[bool, str]:
+        for name, entry in sorted(self.modules.items()):
+            src = pkg_dir / (name.rpartition(".")[2] + ".py")
+            try:
+                digest = hashlib.sha256(src.read_bytes()).hexdigest()
+            except OSError:
+                return False, f"{src} is missing"
+            if digest != entry["sha256"]:
+                return False, f"{src} differs from the compiled build (rerun scripts/setup.sh)"
+            if not (self.out / entry["file"]).is_file():
+                return False, f"{self.out / entry['file']} is missing"
+        return True, f"sources in {pkg_dir} match the build"
+
+    def find_spec(self, fullname: str, path=None, target=None):
+        if disabled():
+            return None
+        if fullname == self.shared["name"]:
+            return self._spec(fullname, self.shared["file"])
+        entry = self.modules.get(fullname)
+        if entry is None or not path:
+            return None
+        pkg_dir = next(iter(path), None)
+        if pkg_dir is None or not self.check(os.fspath(pkg_dir))[0]:
+            return None
+        return self._spec(fullname, entry["file"])
+
+    def _spec(self, fullname: str, rel: str):
+        file = str(self.out / rel)
+        return importlib.util.spec_from_file_location(
+            fullname, file, loader=importlib.machinery.ExtensionFileLoader(fullname, file))
+
+    def invalidate_caches(self) -> None:
+        self.verdicts.clear()
+
+
+_NOT_INSTALLED: list[str] = []  # why install() left no finder (for status())
+
+
+def install(out: str) -> None:
+    """Put a finder for the build in `out` first on sys.meta_path, if the build fits this interpreter."""
+    try:
+        manifest = json.loads((Path(out) / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        _NOT_INSTALLED[:] = [f"no usable compiled build in {out} ({type(e).__name__})"]
+        return
+    if manifest.get("abi") != _abi():
+        _NOT_INSTALLED[:] = [f"the compiled build is for Python {manifest.get('abi', {}).get('python')}, "
+                             f"this is {_abi()['python']} (rerun scripts/setup.sh)"]
+        return
+    if not any(getattr(f, "daaas_compiled_finder", False) for f in sys.meta_path):
+        sys.meta_path.insert(0, CompiledCoreFinder(Path(out), manifest))
+
+
+def _finder() -> CompiledCoreFinder | None:
+    return next((f for f in sys.meta_path if getattr(f, "daaas_compiled_finder", False)), None)
+
+
+def is_compiled(module) -> bool:
+    """Whether a module object was loaded from a compiled extension."""
+    return isinstance(getattr(module, "__loader__", None), importlib.machinery.ExtensionFileLoader)
+
+
+def status() -> str:
+    """One line: does this process run `core` compiled or interpreted, and why."""
+    loader = sys.modules.get("daaas_compiled_loader")  # the instance the .pth ran
+    reason = getattr(loader, "_NOT_INSTALLED", None) or _NOT_INSTALLED
+    finder = _finder()
+    if disabled():
+        return f"core: interpreted ({ENV}=0)"
+    if finder is None:
+        return f"core: interpreted ({reason[0] if reason else 'no compiled build installed: run scripts/setup.sh'})"
+    if PACKAGE in sys.modules:
+        pkg_dir = next(iter(sys.modules[PACKAGE].__path__))
+    else:
+        spec = importlib.util.find_spec(PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            return f"core: not importable from {os.getcwd()}"
+        pkg_dir = next(iter(spec.submodule_search_locations))
+    ok, why = finder.check(os.fspath(pkg_dir))
+    loaded = [m for name, m in sys.modules.items() if name in finder.modules]
+    if ok and any(not is_compiled(m) for m in loaded):
+        return "core: interpreted (core was imported before the compiled build was checked)"
+    n = len(finder.modules)
+    return f"core: compiled (mypyc, {n} modules; {why})" if ok else f"core: interpreted ({why})"
