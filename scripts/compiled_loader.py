@@ -14,6 +14,8 @@ None and Python's normal import machinery loads the sources.
 """
 from __future__ import annotations
 
+import copyreg
+import dataclasses
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 
 ENV = "DAAAS_COMPILED"
+_EMPTY = type(sys)("empty")
 PACKAGE = "core"
 
 
@@ -35,6 +38,41 @@ def _abi() -> dict[str, str]:
     import sysconfig
     return {"python": sys.version.split()[0], "cache_tag": sys.implementation.cache_tag,
             "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX") or ""}
+
+
+class CompiledModuleLoader(importlib.machinery.ExtensionFileLoader):
+    """Loads a compiled module, then lets pickle and copy rebuild the frozen dataclasses of the group."""
+
+    group: tuple[str, ...] = ()
+
+    def exec_module(self, module) -> None:
+        super().exec_module(module)
+        # Not only this module's: the group's shared library initialises the modules it imports itself,
+        # without asking the finder, so they never pass through here.
+        for name in self.group:
+            for obj in list(vars(sys.modules.get(name, _EMPTY)).values()):
+                if (isinstance(obj, type) and obj.__module__ == name and dataclasses.is_dataclass(obj)
+                        and obj.__dataclass_params__.frozen and obj not in copyreg.dispatch_table):
+                    copyreg.pickle(obj, _reduce_frozen)
+
+
+def _reduce_frozen(obj):
+    """Pickle a compiled frozen dataclass by its fields.
+
+    mypyc's own unpickling sets each attribute with setattr, which a frozen dataclass refuses (the
+    Dask sweep ships configs and events between processes).
+    """
+    return _rebuild, (type(obj), tuple((f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)))
+
+
+def _rebuild(cls, items):
+    """The inverse of `_reduce_frozen`: through __init__, as `dataclasses.replace` does; then any init=False field."""
+    init = {f.name for f in dataclasses.fields(cls) if f.init}
+    obj = cls(**{k: v for k, v in items if k in init})
+    for k, v in items:
+        if k not in init:
+            object.__setattr__(obj, k, v)
+    return obj
 
 
 class CompiledCoreFinder:
@@ -82,8 +120,9 @@ class CompiledCoreFinder:
 
     def _spec(self, fullname: str, rel: str):
         file = str(self.out / rel)
-        return importlib.util.spec_from_file_location(
-            fullname, file, loader=importlib.machinery.ExtensionFileLoader(fullname, file))
+        loader = CompiledModuleLoader(fullname, file)
+        loader.group = tuple(self.modules)
+        return importlib.util.spec_from_file_location(fullname, file, loader=loader)
 
     def invalidate_caches(self) -> None:
         self.verdicts.clear()

@@ -120,3 +120,29 @@ def test_manifest_names_every_module_with_the_hash_of_its_source():
         src = REPO / "core" / (name.rpartition(".")[2] + ".py")
         assert entry["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest(), name
     assert manifest["abi"]["python"] == sys.version.split()[0]
+
+
+# Pickles (as the Dask sweep does) and copies a scenario's config, a decision and its events.
+ROUND_TRIP = """
+import copy, dataclasses, json, pickle, sys
+import cloudpickle
+from core.policy import PolicyMemory, decide
+from core.snapshot import Snapshot
+from twin.run import simulate
+from twin.scenario import load_scenario
+sc = load_scenario(sys.argv[1], overrides=[("duration", "1d")])
+events = simulate(sc)
+decision = decide(Snapshot(now=0.0, vms=()), sc.config, PolicyMemory())
+ok = {}
+for name, obj in [("config", sc.config), ("events", events), ("decision", decision)]:
+    ok[name] = (pickle.loads(pickle.dumps(obj)) == obj and cloudpickle.loads(cloudpickle.dumps(obj)) == obj
+                and copy.deepcopy(obj) == obj and copy.copy(obj) == obj)
+ok["replace"] = dataclasses.replace(sc.config, pools=()).pools == ()
+print(json.dumps({"status": sys.modules["daaas_compiled_loader"].status(), "ok": ok}))
+"""
+
+
+def test_compiled_frozen_dataclasses_pickle_copy_and_replace():
+    got = run_python(ROUND_TRIP, str(REPO / "scenarios" / "facility-week.yaml"))
+    assert got["status"].startswith("core: compiled"), got["status"]
+    assert got["ok"] == {"config": True, "events": True, "decision": True, "replace": True}
