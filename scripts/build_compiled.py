@@ -67,8 +67,17 @@ def pth_text(out: Path) -> str:
             f"m.install({str(out)!r}))\n")
 
 
+def mypy_version() -> str | None:
+    """The installed mypy's version: the extensions depend on its runtime (librt), so a new one rebuilds."""
+    import importlib.metadata
+    try:
+        return importlib.metadata.version("mypy")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def expected_manifest() -> dict:
-    return {"group": GROUP_NAME, "abi": abi(),
+    return {"group": GROUP_NAME, "abi": abi(), "mypy": mypy_version(),
             "modules": {f"core.{m}": sha256(REPO / "core" / f"{m}.py") for m in GROUP}}
 
 
@@ -77,7 +86,7 @@ def up_to_date(out: Path, want: dict) -> bool:
         have = json.loads((out / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    if {k: have.get(k) for k in ("group", "abi")} != {k: want[k] for k in ("group", "abi")}:
+    if {k: have.get(k) for k in ("group", "abi", "mypy")} != {k: want[k] for k in ("group", "abi", "mypy")}:
         return False
     if {m: e.get("sha256") for m, e in have.get("modules", {}).items()} != want["modules"]:
         return False
@@ -149,7 +158,7 @@ def build(out: Path, force: bool) -> str:
         (new / "core").mkdir(parents=True)
         for f in [shared, *mods.values()]:
             shutil.copy2(scratch / f, new / f)
-    manifest = {"group": GROUP_NAME, "abi": want["abi"],
+    manifest = {"group": GROUP_NAME, "abi": want["abi"], "mypy": mypy_version(),
                 "shared": {"name": f"{GROUP_NAME}__mypyc", "file": shared},
                 "modules": {m: {"sha256": want["modules"][m], "file": f} for m, f in mods.items()}}
     (new / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

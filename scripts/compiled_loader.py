@@ -14,19 +14,16 @@ None and Python's normal import machinery loads the sources.
 """
 from __future__ import annotations
 
-import copyreg
-import dataclasses
-import hashlib
+# Only what the interpreter has loaded already at start-up: this module runs in every Python of the venv.
+# The rest (hashlib, json, dataclasses) is imported when core is.
 import importlib.machinery
 import importlib.util
-import json
 import os
 import sys
-from pathlib import Path
 
 ENV = "DAAAS_COMPILED"
-_EMPTY = type(sys)("empty")
 PACKAGE = "core"
+_SHARED_SUFFIX = "__mypyc"  # the group's shared library: a top-level module `<group>__mypyc`
 
 
 def disabled() -> bool:
@@ -46,11 +43,14 @@ class CompiledModuleLoader(importlib.machinery.ExtensionFileLoader):
     group: tuple[str, ...] = ()
 
     def exec_module(self, module) -> None:
+        import copyreg
+        import dataclasses
+
         super().exec_module(module)
         # Not only this module's: the group's shared library initialises the modules it imports itself,
         # without asking the finder, so they never pass through here.
         for name in self.group:
-            for obj in list(vars(sys.modules.get(name, _EMPTY)).values()):
+            for obj in list(getattr(sys.modules.get(name), "__dict__", {}).values()):
                 if (isinstance(obj, type) and obj.__module__ == name and dataclasses.is_dataclass(obj)
                         and obj.__dataclass_params__.frozen and obj not in copyreg.dispatch_table):
                     copyreg.pickle(obj, _reduce_frozen)
@@ -62,11 +62,13 @@ def _reduce_frozen(obj):
     mypyc's own unpickling sets each attribute with setattr, which a frozen dataclass refuses (the
     Dask sweep ships configs and events between processes).
     """
+    import dataclasses
     return _rebuild, (type(obj), tuple((f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)))
 
 
 def _rebuild(cls, items):
     """The inverse of `_reduce_frozen`: through __init__, as `dataclasses.replace` does; then any init=False field."""
+    import dataclasses
     init = {f.name for f in dataclasses.fields(cls) if f.init}
     obj = cls(**{k: v for k, v in items if k in init})
     for k, v in items:
@@ -76,41 +78,72 @@ def _rebuild(cls, items):
 
 
 class CompiledCoreFinder:
-    """A meta path finder for the compiled `core` modules of one build (see the module docstring)."""
+    """A meta path finder for the compiled `core` modules of the build in `out` (see the module docstring).
+
+    First on sys.meta_path, it is asked about every import: anything but `core.*` and the shared library
+    is declined at once, and the manifest is read only when core is first imported.
+    """
 
     daaas_compiled_finder = True  # how status() recognises it on sys.meta_path
 
-    def __init__(self, out: Path, manifest: dict) -> None:
+    def __init__(self, out: str) -> None:
         self.out = out
-        self.modules: dict[str, dict] = manifest["modules"]
-        self.shared: dict = manifest["shared"]
+        self._manifest: dict | None = None
+        self.unusable = ""  # why the build cannot serve this interpreter at all
         self.verdicts: dict[str, tuple[bool, str]] = {}  # core package dir -> (compiled?, why)
+
+    @property
+    def modules(self) -> dict[str, dict]:
+        return self.manifest()["modules"] if self.manifest() else {}
+
+    def manifest(self) -> dict | None:
+        if self._manifest is None and not self.unusable:
+            import json
+            try:
+                with open(os.path.join(self.out, "manifest.json")) as f:
+                    manifest = json.load(f)
+            except (OSError, ValueError) as e:
+                self.unusable = f"no usable compiled build in {self.out} ({type(e).__name__})"
+                return None
+            if manifest.get("abi") != _abi():
+                self.unusable = (f"the compiled build is for Python {manifest.get('abi', {}).get('python')}, "
+                                 f"this is {_abi()['python']} (rerun scripts/setup.sh)")
+                return None
+            self._manifest = manifest
+        return self._manifest
 
     def check(self, pkg_dir: str) -> tuple[bool, str]:
         """Whether the sources in `pkg_dir` are exactly those compiled; the reason in words."""
         if pkg_dir not in self.verdicts:
-            self.verdicts[pkg_dir] = self._check(Path(pkg_dir))
+            self.verdicts[pkg_dir] = self._check(pkg_dir)
         return self.verdicts[pkg_dir]
 
-    def _check(self, pkg_dir: Path) -> tuple[bool, str]:
+    def _check(self, pkg_dir: str) -> tuple[bool, str]:
+        import hashlib
+        if not self.manifest():
+            return False, self.unusable
         for name, entry in sorted(self.modules.items()):
-            src = pkg_dir / (name.rpartition(".")[2] + ".py")
+            src = os.path.join(pkg_dir, name.rpartition(".")[2] + ".py")
             try:
-                digest = hashlib.sha256(src.read_bytes()).hexdigest()
+                with open(src, "rb") as f:
+                    digest = hashlib.sha256(f.read()).hexdigest()
             except OSError:
                 return False, f"{src} is missing"
             if digest != entry["sha256"]:
                 return False, f"{src} differs from the compiled build (rerun scripts/setup.sh)"
-            if not (self.out / entry["file"]).is_file():
-                return False, f"{self.out / entry['file']} is missing"
+            if not os.path.isfile(os.path.join(self.out, entry["file"])):
+                return False, f"{os.path.join(self.out, entry['file'])} is missing"
         return True, f"sources in {pkg_dir} match the build"
 
     def find_spec(self, fullname: str, path=None, target=None):
-        if disabled():
+        if not (fullname.startswith(PACKAGE + ".") or fullname.endswith(_SHARED_SUFFIX)) or disabled():
             return None
-        if fullname == self.shared["name"]:
-            return self._spec(fullname, self.shared["file"])
-        entry = self.modules.get(fullname)
+        manifest = self.manifest()
+        if manifest is None:
+            return None
+        if fullname == manifest["shared"]["name"]:
+            return self._spec(fullname, manifest["shared"]["file"])
+        entry = manifest["modules"].get(fullname)
         if entry is None or not path:
             return None
         pkg_dir = next(iter(path), None)
@@ -119,7 +152,7 @@ class CompiledCoreFinder:
         return self._spec(fullname, entry["file"])
 
     def _spec(self, fullname: str, rel: str):
-        file = str(self.out / rel)
+        file = os.path.join(self.out, rel)
         loader = CompiledModuleLoader(fullname, file)
         loader.group = tuple(self.modules)
         return importlib.util.spec_from_file_location(fullname, file, loader=loader)
@@ -128,22 +161,10 @@ class CompiledCoreFinder:
         self.verdicts.clear()
 
 
-_NOT_INSTALLED: list[str] = []  # why install() left no finder (for status())
-
-
 def install(out: str) -> None:
-    """Put a finder for the build in `out` first on sys.meta_path, if the build fits this interpreter."""
-    try:
-        manifest = json.loads((Path(out) / "manifest.json").read_text())
-    except (OSError, ValueError) as e:
-        _NOT_INSTALLED[:] = [f"no usable compiled build in {out} ({type(e).__name__})"]
-        return
-    if manifest.get("abi") != _abi():
-        _NOT_INSTALLED[:] = [f"the compiled build is for Python {manifest.get('abi', {}).get('python')}, "
-                             f"this is {_abi()['python']} (rerun scripts/setup.sh)"]
-        return
-    if not any(getattr(f, "daaas_compiled_finder", False) for f in sys.meta_path):
-        sys.meta_path.insert(0, CompiledCoreFinder(Path(out), manifest))
+    """Put a finder for the build in `out` first on sys.meta_path (once)."""
+    if _finder() is None:
+        sys.meta_path.insert(0, CompiledCoreFinder(out))
 
 
 def _finder() -> CompiledCoreFinder | None:
@@ -157,13 +178,11 @@ def is_compiled(module) -> bool:
 
 def status() -> str:
     """One line: does this process run `core` compiled or interpreted, and why."""
-    loader = sys.modules.get("daaas_compiled_loader")  # the instance the .pth ran
-    reason = getattr(loader, "_NOT_INSTALLED", None) or _NOT_INSTALLED
     finder = _finder()
     if disabled():
         return f"core: interpreted ({ENV}=0)"
     if finder is None:
-        return f"core: interpreted ({reason[0] if reason else 'no compiled build installed: run scripts/setup.sh'})"
+        return "core: interpreted (no compiled build installed: run scripts/setup.sh)"
     if PACKAGE in sys.modules:
         pkg_dir = next(iter(sys.modules[PACKAGE].__path__))
     else:
