@@ -77,6 +77,8 @@ def main() -> int:
     ap.add_argument("--days", type=float, help="simulate this many days instead of the scenario's duration")
     ap.add_argument("--no-predictive", action="store_true", help="skip the predictive row")
     args = ap.parse_args()
+    loader = sys.modules.get("daaas_compiled_loader")  # installed at start-up by the venv's daaas-compiled.pth
+    print(loader.status() if loader else "core: interpreted (no compiled build installed: run scripts/setup.sh)")
     overrides = [("duration", f"{args.days}d")] if args.days else []
     sc = load_scenario(args.scenario, overrides=overrides)
     bare_events, bare_s = bare_loop(sc)

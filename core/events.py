@@ -56,7 +56,9 @@ KINDS = frozenset({
 class Event:
     """One thing that happened, in the shared schema."""
 
-    t: float
+    # `| int`: kept as given (the twin's clock starts at int 0). Compiled with mypyc, a plain `float`
+    # field would store 0.0, and the log would read "t":0.0 where the interpreted core writes "t":0.
+    t: float | int
     kind: str
     pool: str | None = None
     cloud: str | None = None

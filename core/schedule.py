@@ -10,7 +10,8 @@ or at least `vm_wakeup` of the VM they changed, to bring the wakeup forward.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from core.activity import is_busy, last_activity
 from core.config import Config, PoolConfig
@@ -116,8 +117,10 @@ def _pool_due_times(vm: Vm, pools: Mapping[str, PoolConfig], config: Config) -> 
 def due_table(snapshot: Snapshot, config: Config, previous: DueTable) -> dict[str, tuple[Vm, tuple[float, ...]]]:
     """Each VM's due times, reusing `previous` entries whose VM is the very same (unchanged) object."""
     pools = {p.name: p for p in config.pools}
-    out = {}
-    get = previous.get
+    # Any, not the entry's tuple type: compiled (mypyc), a fixed-size tuple is unpacked and rebuilt,
+    # so a kept entry would be a new object each pass.
+    out: dict[str, Any] = {}
+    get: Callable[[str], Any] = previous.get
     for vm in snapshot.vms:
         old = get(vm.id)  # the entry itself is kept, so the next pass finds it unchanged too
         out[vm.id] = old if old is not None and old[0] is vm else (vm, _pool_due_times(vm, pools, config))

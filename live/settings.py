@@ -72,6 +72,16 @@ def _fields(cls) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+def _kind(f: dataclasses.Field) -> str:
+    """A field's annotation as text. Usually the text itself (from __future__ import annotations); core's
+    classes compiled with mypyc hold the runtime class instead, whose arguments are gone: a bare `tuple`
+    there is `clouds: tuple[str, ...]`, the one tuple field settable here."""
+    if isinstance(f.type, str):
+        return f.type
+    name = getattr(f.type, "__name__", str(f.type))
+    return "tuple[str, ...]" if name == "tuple" else name
+
+
 def _number(where: str, v: Any, *, positive: bool = False, integer: bool = False) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or (integer and not isinstance(v, int)):
         raise SettingsError(f"{where}: expected {'an integer' if integer else 'a number'}, got {v!r}")
@@ -90,7 +100,7 @@ def _build(cls, data: Any, where: str, *, skip: frozenset[str] = frozenset()) ->
         raise SettingsError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
     kw = {}
     for k, v in data.items():
-        kind = str(fields[k].type)  # annotations are strings (from __future__ import annotations)
+        kind = _kind(fields[k])
         if kind == "str":
             if not isinstance(v, str) or not v:
                 raise SettingsError(f"{where}.{k}: expected a non-empty string, got {v!r}")
