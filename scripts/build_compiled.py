@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/build_compiled.py [--force]
 
-Run by scripts/setup.sh (hence by `make demo` and `make test`). It compiles `GROUP` (modules of
-`core`) as one mypyc group in a scratch directory, outside the repo: the venv's old setuptools
+Run by scripts/setup.sh (hence by `make demo` and `make test`). It compiles `GROUP` (the policy
+core and the twin's engine) as one mypyc group in a scratch directory, outside the repo: the venv's old setuptools
 rejects this repo's pyproject.toml if it reads it from the cwd. The results go to
 `.venv/daaas-compiled/` with a manifest (module names, the sha256 of each source, the Python ABI),
 and a `.pth` file in the venv's site-packages installs `scripts/compiled_loader.py` at interpreter
@@ -27,10 +27,16 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# Compiled together: mypyc binds calls between them directly. core.forecast (numpy-bound, not on the
-# per-pass path) and core.ports (Protocols) stay interpreted.
-GROUP = ("actions", "activity", "allocation", "config", "events", "health", "maintenance", "placement",
-         "policy", "reclaim", "schedule", "sizing", "snapshot", "transfer_order")
+# Compiled together: mypyc binds calls between them directly. The policy core (but core.ports, only
+# Protocols) and the twin's engine: its controller, simulated clouds, demand and predictive sizer.
+# The rest of the twin (scenario files, traces, sweeps, reports) runs once per run and stays interpreted.
+PACKAGES = ("core", "twin")
+GROUP = tuple(f"core.{m}" for m in (
+    "actions", "activity", "allocation", "census", "config", "events", "forecast", "health", "maintenance",
+    "placement", "policy", "reclaim", "schedule", "sizing", "snapshot", "transfer_order")) + tuple(
+    f"twin.{m}" for m in ("cloud", "demand", "model", "predictive"))
+# mypy checks what the group imports too (twin.scenario, numpy, simpy, ...) but judges only the group.
+MYPY_FLAGS = ["--ignore-missing-imports", "--follow-imports=silent"]
 GROUP_NAME = "daaas_core"  # the shared library is the top-level module `daaas_core__mypyc`
 MYPY_PIN = "mypy==2.4.1"
 PTH_NAME = "daaas-compiled.pth"
@@ -78,7 +84,13 @@ def mypy_version() -> str | None:
 
 def expected_manifest() -> dict:
     return {"group": GROUP_NAME, "abi": abi(), "mypy": mypy_version(),
-            "modules": {f"core.{m}": sha256(REPO / "core" / f"{m}.py") for m in GROUP}}
+            "modules": {m: sha256(source(REPO, m)) for m in GROUP}}
+
+
+def source(root: Path, module: str) -> Path:
+    """Where `module` (package.name) has its source under `root`."""
+    package, _, name = module.partition(".")
+    return root / package / f"{name}.py"
 
 
 def up_to_date(out: Path, want: dict) -> bool:
@@ -110,8 +122,9 @@ def ensure_mypyc() -> str | None:
 
 def compile_group(scratch: Path) -> tuple[dict[str, str], str]:
     """Build in `scratch`; return {module: extension path relative to scratch} and the shared library."""
-    shutil.copytree(REPO / "core", scratch / "core", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
-    paths = [f"core/{m}.py" for m in GROUP]
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, scratch / package, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    paths = MYPY_FLAGS + [str(source(Path(), m)) for m in GROUP]
     (scratch / "setup.py").write_text(
         "from mypyc.build import mypycify\n"
         "from setuptools import setup\n"
@@ -125,7 +138,7 @@ def compile_group(scratch: Path) -> tuple[dict[str, str], str]:
             (r.stderr + r.stdout).strip().splitlines() or ["?"]
         raise RuntimeError(lines[0].strip())
     suffix = abi()["ext_suffix"]
-    mods = {f"core.{m}": f"core/{m}{suffix}" for m in GROUP}
+    mods = {m: str(source(Path(), m).with_suffix(""))  + suffix for m in GROUP}
     shared = f"{GROUP_NAME}__mypyc{suffix}"
     missing = [f for f in [shared, *mods.values()] if not (scratch / f).is_file()]
     if missing:
@@ -155,7 +168,8 @@ def build(out: Path, force: bool) -> str:
             return f"compiled core NOT built (mypyc: {e}); core runs interpreted"
         new = out.with_name(out.name + ".new")
         shutil.rmtree(new, ignore_errors=True)
-        (new / "core").mkdir(parents=True)
+        for package in PACKAGES:
+            (new / package).mkdir(parents=True)
         for f in [shared, *mods.values()]:
             shutil.copy2(scratch / f, new / f)
     manifest = {"group": GROUP_NAME, "abi": want["abi"], "mypy": mypy_version(),

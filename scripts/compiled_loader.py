@@ -1,14 +1,16 @@
-"""Serve the mypyc-compiled policy core, but only while it matches the sources it was built from.
+"""Serve the mypyc-compiled policy core and twin engine, but only while they match the sources they
+were built from.
 
 Installed at interpreter start by `daaas-compiled.pth`, which scripts/build_compiled.py writes into
 the venv's site-packages next to the build in `.venv/daaas-compiled/` (extensions + manifest.json).
 
-A meta path finder placed first on `sys.meta_path`: for `core.<mod>` named in the manifest it returns
-the compiled extension only if EVERY compiled module's source, in the `core` package directory the
-import is actually reading (the `path` passed to find_spec), hashes to the manifest's sha256. All or
+A meta path finder placed first on `sys.meta_path`: for a module named in the manifest (`core.<mod>`,
+`twin.<mod>`) it returns the compiled extension only if EVERY compiled module's source, in the tree the
+import is actually reading (the parent of the package directory in the `path` passed to find_spec),
+hashes to the manifest's sha256, and the group's packages are all imported from that tree. All or
 nothing: mypyc binds calls between the modules of one group directly, so one edited source switches
-the whole group back to the interpreted `.py` files. Otherwise (and with `DAAAS_COMPILED=0`) it returns
-None and Python's normal import machinery loads the sources.
+the whole group back to the interpreted `.py` files. Otherwise (and with `DAAAS_COMPILED=0`) it
+returns None and Python's normal import machinery loads the sources.
 
 `status()` says, in one line, whether this process runs core compiled or interpreted, and why.
 """
@@ -22,7 +24,8 @@ import os
 import sys
 
 ENV = "DAAAS_COMPILED"
-PACKAGE = "core"
+PACKAGE = "core"  # what status() reports on
+PACKAGES = ("core", "twin")  # whose modules the group may hold
 _SHARED_SUFFIX = "__mypyc"  # the group's shared library: a top-level module `<group>__mypyc`
 
 
@@ -113,17 +116,26 @@ class CompiledCoreFinder:
         return self._manifest
 
     def check(self, pkg_dir: str) -> tuple[bool, str]:
-        """Whether the sources in `pkg_dir` are exactly those compiled; the reason in words."""
-        if pkg_dir not in self.verdicts:
-            self.verdicts[pkg_dir] = self._check(pkg_dir)
-        return self.verdicts[pkg_dir]
+        """Whether the sources of the tree holding the package directory `pkg_dir` are exactly those
+        compiled; the reason in words."""
+        root = os.path.dirname(os.path.normpath(pkg_dir))
+        if root not in self.verdicts:
+            self.verdicts[root] = self._check(root)
+        return self.verdicts[root]
 
-    def _check(self, pkg_dir: str) -> tuple[bool, str]:
+    def _check(self, root: str) -> tuple[bool, str]:
         import hashlib
         if not self.manifest():
             return False, self.unusable
+        # The group's packages must all come from this tree: a compiled twin calls the compiled core
+        # directly, whatever `core` package the process imported.
+        for package in {name.partition(".")[0] for name in self.modules}:
+            where = _package_dir(package)
+            if where is None or os.path.dirname(os.path.normpath(where)) != root:
+                return False, f"{package} is imported from {where}, not from {root}"
         for name, entry in sorted(self.modules.items()):
-            src = os.path.join(pkg_dir, name.rpartition(".")[2] + ".py")
+            package, _, module = name.partition(".")
+            src = os.path.join(root, package, module + ".py")
             try:
                 with open(src, "rb") as f:
                     digest = hashlib.sha256(f.read()).hexdigest()
@@ -133,10 +145,10 @@ class CompiledCoreFinder:
                 return False, f"{src} differs from the compiled build (rerun scripts/setup.sh)"
             if not os.path.isfile(os.path.join(self.out, entry["file"])):
                 return False, f"{os.path.join(self.out, entry['file'])} is missing"
-        return True, f"sources in {pkg_dir} match the build"
+        return True, f"sources in {root} match the build"
 
     def find_spec(self, fullname: str, path=None, target=None):
-        if not (fullname.startswith(PACKAGE + ".") or fullname.endswith(_SHARED_SUFFIX)) or disabled():
+        if not (fullname.partition(".")[0] in PACKAGES or fullname.endswith(_SHARED_SUFFIX)) or disabled():
             return None
         manifest = self.manifest()
         if manifest is None:
@@ -161,6 +173,17 @@ class CompiledCoreFinder:
         self.verdicts.clear()
 
 
+def _package_dir(package: str) -> str | None:
+    """The directory `import package` reads (or has read) in this process."""
+    module = sys.modules.get(package)
+    if module is not None:
+        paths = getattr(module, "__path__", None)
+    else:
+        spec = importlib.util.find_spec(package)
+        paths = spec.submodule_search_locations if spec is not None else None
+    return os.fspath(next(iter(paths))) if paths else None
+
+
 def install(out: str) -> None:
     """Put a finder for the build in `out` first on sys.meta_path (once)."""
     if _finder() is None:
@@ -177,7 +200,7 @@ def is_compiled(module) -> bool:
 
 
 def status() -> str:
-    """One line: does this process run `core` compiled or interpreted, and why."""
+    """One line: does this process run `core` (and the twin's engine) compiled or interpreted, and why."""
     finder = _finder()
     if disabled():
         return f"core: interpreted ({ENV}=0)"

@@ -74,6 +74,7 @@ class SimCloud:
         self._ids = itertools.count(1)
         self._mode: str | None = None
         self._outage: Outage | None = None
+        self.api_calls = 0  # calls of the Cloud port, answered or not (what an HTTP adapter's requests are)
         for o in spec.outages:
             self._at(o.start, partial(self._begin, o))
             self._at(o.end, partial(self._finish, o))
@@ -113,6 +114,7 @@ class SimCloud:
         return self._mode
 
     def _call(self) -> None:
+        self.api_calls += 1
         if self._mode == DOWN:
             raise CloudError(f"{self.name}: unreachable")
         outage = self._outage

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from core import events as ev
 from core.forecast import (
@@ -52,7 +52,7 @@ class PredictiveSizer:
     `follows_vms = False`, which tells the twin those events need no extra pass.
     """
 
-    follows_vms = False
+    follows_vms: ClassVar[bool] = False
 
     def __init__(self, scenario: Scenario, cfg: PredictiveConfig, *, emit: Callable[..., None] | None = None):
         self.config = scenario.config

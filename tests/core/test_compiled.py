@@ -20,7 +20,7 @@ _spec = importlib.util.spec_from_file_location("build_compiled", REPO / "scripts
 assert _spec is not None and _spec.loader is not None
 build_compiled = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(build_compiled)
-GROUP = [f"core.{m}" for m in build_compiled.GROUP]
+GROUP = list(build_compiled.GROUP)  # core.* and twin.*
 
 # Prints, as JSON: the loader's status line and, for each compiled module, whether it is an extension.
 PROBE = """
@@ -63,14 +63,14 @@ def test_setup_installs_the_compiled_core():
     got = run_python(PROBE, *GROUP)
     assert got["status"].startswith("core: compiled"), got["status"] + " (run scripts/setup.sh)"
     assert all(got["compiled"].values()), got["files"]
-    assert not any(f.startswith(str(REPO / "core")) for f in got["files"].values())
+    assert not any(f.startswith((str(REPO / "core"), str(REPO / "twin"))) for f in got["files"].values())
 
 
 def test_disabled_by_environment():
     got = run_python(PROBE, *GROUP, compiled=False)
     assert got["status"] == "core: interpreted (DAAAS_COMPILED=0)"
     assert not any(got["compiled"].values())
-    assert all(f == str(REPO / "core" / (m.rpartition(".")[2] + ".py")) for m, f in got["files"].items())
+    assert all(f == str(build_compiled.source(REPO, m)) for m, f in got["files"].items())
 
 
 def test_scenarios_give_identical_events_compiled_and_interpreted():
@@ -84,7 +84,9 @@ def test_scenarios_give_identical_events_compiled_and_interpreted():
 
 
 def copy_of_core(tmp_path: Path) -> Path:
-    shutil.copytree(REPO / "core", tmp_path / "core", ignore=shutil.ignore_patterns("__pycache__"))
+    """A copy of the compiled group's packages (core and twin), imported from there by a process started in it."""
+    for package in build_compiled.PACKAGES:
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
 
 
@@ -102,7 +104,7 @@ def test_one_edited_source_makes_all_of_core_interpreted(tmp_path):
     got = run_python(PROBE + "import core.sizing; assert core.sizing.EDITED\n", *GROUP, cwd=root)
     assert got["status"] == f"core: interpreted ({sizing} differs from the compiled build (rerun scripts/setup.sh))"
     assert not any(got["compiled"].values()), got["files"]
-    assert all(f.startswith(str(root / "core")) for f in got["files"].values())
+    assert all(f.startswith(str(root)) for f in got["files"].values())
 
 
 def test_a_missing_source_makes_all_of_core_interpreted(tmp_path):
@@ -113,11 +115,28 @@ def test_a_missing_source_makes_all_of_core_interpreted(tmp_path):
     assert not any(got["compiled"].values())
 
 
+def test_an_edited_twin_source_makes_the_whole_group_interpreted(tmp_path):
+    root = copy_of_core(tmp_path)
+    model = root / "twin" / "model.py"
+    model.write_text(model.read_text() + "\nEDITED = True\n")
+    got = run_python(PROBE + "import twin.model; assert twin.model.EDITED\n", *GROUP, cwd=root)
+    assert got["status"] == f"core: interpreted ({model} differs from the compiled build (rerun scripts/setup.sh))"
+    assert not any(got["compiled"].values()), got["files"]
+
+
+def test_core_from_one_tree_and_twin_from_another_run_interpreted(tmp_path):
+    # A compiled twin calls the compiled core directly: with core imported from elsewhere, neither is served.
+    shutil.copytree(REPO / "core", tmp_path / "core", ignore=shutil.ignore_patterns("__pycache__"))
+    got = run_python(PROBE, *GROUP, cwd=tmp_path)
+    assert got["status"].startswith("core: interpreted (twin is imported from"), got["status"]
+    assert not any(got["compiled"].values()), got["files"]
+
+
 def test_manifest_names_every_module_with_the_hash_of_its_source():
     manifest = json.loads((Path(sys.prefix) / "daaas-compiled" / "manifest.json").read_text())
     assert sorted(manifest["modules"]) == sorted(GROUP)
     for name, entry in manifest["modules"].items():
-        src = REPO / "core" / (name.rpartition(".")[2] + ".py")
+        src = build_compiled.source(REPO, name)
         assert entry["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest(), name
     assert manifest["abi"]["python"] == sys.version.split()[0]
 
