@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from math import exp as _exp
 from math import log as _log
@@ -63,7 +63,7 @@ def arrivals(pool: str, spec: DemandSpec, rng: random.Random, *, duration_s: flo
     # The generator draws five to ten numbers for each of about four candidates an accepted arrival
     # costs, so it is written for speed: the rate comes from an hour-of-week table (the same product
     # `rate_at` computes), and `lognormvariate` and `randrange` are spelled out as the very calls
-    # they make (`exp` of Kinderman-Monahan's normal variate, `_randbelow`): the same draws in the
+    # they make (`exp` of Kinderman-Monahan's normal variate, `_normal`; `_randbelow`): the same draws in the
     # same order, so the same arrivals (tests/twin/test_demand.py compares them draw for draw).
     base = spec.rate_per_hour / 3600.0
     week = [[base * spec.daily[h] * spec.weekly[(d + start_weekday) % 7] for h in range(24)] for d in range(7)]
@@ -87,21 +87,20 @@ def arrivals(pool: str, spec: DemandSpec, rng: random.Random, *, duration_s: flo
         # some arrivals then leaves the others' draws untouched (common random numbers).
         u = randbelow(users)
         loc = locs[min(bisect.bisect_left(cum, random_() * acc), n_locs - 1)]
-        while True:
-            u1 = random_()
-            u2 = 1.0 - random_()
-            z = _NV_MAGICCONST * (u1 - 0.5) / u2
-            if z * z / 4.0 <= -_log(u2):
-                break
-        session = _exp(z * s_sigma) * s_median
+        session = _exp(_normal(random_) * s_sigma) * s_median
         abandons = random_() < abandon_rate
-        while True:
-            u1 = random_()
-            u2 = 1.0 - random_()
-            z = _NV_MAGICCONST * (u1 - 0.5) / u2
-            if z * z / 4.0 <= -_log(u2):
-                break
-        busy = _exp(z * b_sigma) * b_median
+        busy = _exp(_normal(random_) * b_sigma) * b_median
         busy_left = abandons and random_() < busy_abandon_rate
         if accept:
             yield Arrival(t, pool, f"{pool}-u{u}", loc, session, abandons, busy if busy_left else 0.0)
+
+
+def _normal(random_: Callable[[], float]) -> float:
+    """A standard normal variate drawn exactly as `random.Random.normalvariate` draws it (Kinderman and
+    Monahan), so `exp(_normal(r) * sigma)` is `r.lognormvariate(0, sigma)` to the last bit."""
+    while True:
+        u1 = random_()
+        u2 = 1.0 - random_()
+        z = _NV_MAGICCONST * (u1 - 0.5) / u2
+        if z * z / 4.0 <= -_log(u2):
+            return z

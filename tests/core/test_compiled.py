@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("build_compiled", REPO / "scripts" / "build_compiled.py")
 assert _spec is not None and _spec.loader is not None
@@ -97,12 +99,14 @@ def test_a_copy_with_the_same_sources_runs_compiled(tmp_path):
     assert all(got["compiled"].values())
 
 
-def test_one_edited_source_makes_all_of_core_interpreted(tmp_path):
+@pytest.mark.parametrize("edited", ["core/sizing.py", "twin/model.py"])
+def test_one_edited_source_makes_the_whole_group_interpreted(tmp_path, edited):
     root = copy_of_core(tmp_path)
-    sizing = root / "core" / "sizing.py"
-    sizing.write_text(sizing.read_text() + "\nEDITED = True\n")
-    got = run_python(PROBE + "import core.sizing; assert core.sizing.EDITED\n", *GROUP, cwd=root)
-    assert got["status"] == f"core: interpreted ({sizing} differs from the compiled build (rerun scripts/setup.sh))"
+    source = root / edited
+    source.write_text(source.read_text() + "\nEDITED = True\n")
+    module = edited.removesuffix(".py").replace("/", ".")
+    got = run_python(PROBE + f"import {module}; assert {module}.EDITED\n", *GROUP, cwd=root)
+    assert got["status"] == f"core: interpreted ({source} differs from the compiled build (rerun scripts/setup.sh))"
     assert not any(got["compiled"].values()), got["files"]
     assert all(f.startswith(str(root)) for f in got["files"].values())
 
@@ -113,15 +117,6 @@ def test_a_missing_source_makes_all_of_core_interpreted(tmp_path):
     got = run_python(PROBE, *[m for m in GROUP if m != "core.transfer_order"], cwd=root)
     assert got["status"].startswith("core: interpreted"), got["status"]
     assert not any(got["compiled"].values())
-
-
-def test_an_edited_twin_source_makes_the_whole_group_interpreted(tmp_path):
-    root = copy_of_core(tmp_path)
-    model = root / "twin" / "model.py"
-    model.write_text(model.read_text() + "\nEDITED = True\n")
-    got = run_python(PROBE + "import twin.model; assert twin.model.EDITED\n", *GROUP, cwd=root)
-    assert got["status"] == f"core: interpreted ({model} differs from the compiled build (rerun scripts/setup.sh))"
-    assert not any(got["compiled"].values()), got["files"]
 
 
 def test_core_from_one_tree_and_twin_from_another_run_interpreted(tmp_path):
