@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from twin.sweep import Grid, run_sweep  # noqa: E402
+from twin.sweep import Grid, local_cluster, run_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = {"lcg": ROOT / "scenarios" / "lcg-replay.yaml", "facility": ROOT / "scenarios" / "facility-week.yaml"}
@@ -80,7 +80,7 @@ def evaluate(name: str, scenario: Path, seeds: tuple[int, ...], client) -> bool:
 
 
 def main() -> int:
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
@@ -88,8 +88,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     names = [args.only] if args.only else ["lcg", "facility"]
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      host="127.0.0.1") as cluster, Client(cluster) as client:
+    with local_cluster(args.workers) as cluster, Client(cluster) as client:
         for name in names:
             evaluate(name, SCENARIOS[name], tuple(args.seeds), client)
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from twin.sweep import Grid, run_one, run_sweep  # noqa: E402
+from twin.sweep import Grid, local_cluster, run_one, run_sweep  # noqa: E402
 
 SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "facility-week.yaml"
 
@@ -29,10 +29,9 @@ def _warm() -> bool:
 
 
 def timed(grid: Grid, workers: int, scenario: Path) -> tuple[float, int]:
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      host="127.0.0.1") as cluster, Client(cluster) as client:
+    with local_cluster(workers) as cluster, Client(cluster) as client:
         client.run(_warm)
         client.gather(client.map(run_one, [str(scenario)] * workers, [(("duration", "1d"),)] * workers,
                                  list(range(workers)), pure=False))

@@ -127,10 +127,26 @@ def tasks_of(scenario: str | Path, grid: Grid) -> list[tuple[str, tuple[tuple[st
     return out
 
 
+def local_cluster(n_workers: int) -> Any:
+    """A LocalCluster of `n_workers` single-threaded processes on loopback, without a dashboard.
+
+    Its workers log at CRITICAL only: when the cluster closes, a worker's heartbeat can race the
+    scheduler's shutdown and log "Failed to communicate with scheduler during heartbeat" with a
+    CommClosedError traceback at ERROR (dask/distributed#7192), after every run has finished. A run
+    that fails still fails where it counts: its exception comes back through its future.
+    """
+    import logging
+
+    from dask.distributed import LocalCluster
+
+    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        host="127.0.0.1", silence_logs=logging.CRITICAL)
+
+
 def run_sweep(scenario: str | Path, grid: Grid, *, scheduler: str | None = None, n_workers: int = 2,
               progress: bool = True, client: Any = None) -> list[Point]:
     """Run every task on Dask and aggregate them into points."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
     from tqdm import tqdm
 
     tasks = tasks_of(scenario, grid)
@@ -140,8 +156,7 @@ def run_sweep(scenario: str | Path, grid: Grid, *, scheduler: str | None = None,
         if scheduler:
             client = Client(scheduler)
         else:
-            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, host="127.0.0.1")
+            cluster = local_cluster(n_workers)
             client = Client(cluster)
     try:
         futures = [client.submit(run_one, *t, pure=False) for t in tasks]
