@@ -62,20 +62,22 @@ def arrivals(pool: str, spec: DemandSpec, rng: random.Random, *, duration_s: flo
         cum.append(acc)
     # The generator draws five to ten numbers for each of about four candidates an accepted arrival
     # costs, so it is written for speed: the rate comes from an hour-of-week table (the same product
-    # `rate_at` computes), and `lognormvariate` and `randrange` are spelled out as the very calls
-    # they make (`exp` of Kinderman-Monahan's normal variate, `_normal`; `_randbelow`): the same draws in the
-    # same order, so the same arrivals (tests/twin/test_demand.py compares them draw for draw).
+    # `rate_at` computes), and `expovariate`, `lognormvariate` and `randrange` are spelled out as the
+    # very calls they make (`-log(1 - random())`; `exp` of Kinderman-Monahan's normal variate, `_normal`;
+    # `getrandbits` until below the bound): the same draws in the same order, so the same arrivals
+    # (tests/twin/test_demand.py compares them draw for draw).
     base = spec.rate_per_hour / 3600.0
     week = [[base * spec.daily[h] * spec.weekly[(d + start_weekday) % 7] for h in range(24)] for d in range(7)]
     surges = [(s.start, s.end, s.factor) for s in spec.surges]
-    random_, expovariate, randbelow = rng.random, rng.expovariate, rng._randbelow  # type: ignore[attr-defined]
+    random_, getrandbits = rng.random, rng.getrandbits
+    user_bits = users.bit_length()
     n_locs = len(locs)
     s_sigma, s_median = spec.session_sigma, spec.session_median_s
     b_sigma, b_median = spec.busy_sigma, spec.busy_median_s
     abandon_rate, busy_abandon_rate = spec.abandon_rate, spec.busy_abandon_rate
     t = 0.0
     while True:
-        t += expovariate(peak)
+        t += -_log(1.0 - random_()) / peak
         if t >= duration_s:
             return
         r = week[int(t // DAY) % 7][int((t % DAY) // 3600)]
@@ -85,7 +87,9 @@ def arrivals(pool: str, spec: DemandSpec, rng: random.Random, *, duration_s: flo
         accept = random_() * peak < r
         # Draw the ground truth even for rejected candidates: a scenario change that affects only
         # some arrivals then leaves the others' draws untouched (common random numbers).
-        u = randbelow(users)
+        u = getrandbits(user_bits)
+        while u >= users:
+            u = getrandbits(user_bits)
         loc = locs[min(bisect.bisect_left(cum, random_() * acc), n_locs - 1)]
         session = _exp(_normal(random_) * s_sigma) * s_median
         abandons = random_() < abandon_rate
